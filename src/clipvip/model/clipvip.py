@@ -1,0 +1,70 @@
+"""The CLIP-ViP dual encoder: ``VisionTower`` (video proxy ViT or a baseline) + CLIP ``TextTower``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from clipvip.config import ModelConfig
+from clipvip.model.text import TextTower
+from clipvip.model.vision import VisionTower
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CLIPViP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.visual = VisionTower(config)
+        self.text = TextTower(config)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def encode_video(self, video: Tensor) -> Tensor:
+        """video: float [B, T, 3, H, W], CLIP mean/std normalised -> L2-normalised fp32 [B, E]."""
+        return self.visual(video.to(self.visual.conv1.weight.dtype)).float()
+
+    def encode_image(self, image: Tensor) -> Tensor:
+        """An image is a 1-frame video (its temporal embedding is the interpolated middle): [B, 3, H, W] -> [B, E]."""
+        return self.encode_video(image[:, None])
+
+    def encode_text(self, text: Sequence[str] | Tensor, context_length: int | None = None) -> Tensor:
+        """list of strings or token ids [B, L] -> L2-normalised fp32 [B, E]."""
+        if not isinstance(text, Tensor):
+            from clipvip.text import tokenize
+
+            text = tokenize(list(text), context_length or self.config.text.context_length)
+        return self.text(text.to(self.device)).float()
+
+    def forward(self, video: Tensor, text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns (video_emb [B, E], text_emb [B, E], logit_scale (log-space scalar))."""
+        return self.encode_video(video), self.encode_text(text), self.logit_scale
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for module in self.modules():
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = enable
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (fp32 unless the model is in another dtype)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = d / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "library": "clipvip"})
+        tmp.replace(d / WEIGHTS_NAME)
+        (d / CONFIG_NAME).write_text(json.dumps({"clipvip": self.config.to_dict()}, indent=2))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

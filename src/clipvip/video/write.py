@@ -1,0 +1,42 @@
+"""Writing small videos with PyAV (tests, the synthetic demo world, benchmarks)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float = 8.0,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+) -> Path:
+    """frames: uint8 [T, H, W, 3] RGB -> a video file (container from the suffix). Atomic: temp file + rename.
+
+    H.264 needs even sizes; defaults favour lossless-ish quality (crf 10) so tests can compare pixels."""
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{path}: frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    opts = {"crf": "10", "preset": "veryfast"} if codec == "libx264" else {}
+    opts.update(options or {})
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        stream.options = opts
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+    return path
