@@ -25,7 +25,8 @@ _OPENAI_BLOCK = [
     ("mlp.c_fc.", "mlp.fc."),
     ("mlp.c_proj.", "mlp.proj."),
 ]
-_OPENAI_DROP = {"input_resolution", "context_length", "vocab_size"}  # ints in OpenAI's TorchScript archives
+# Ints in OpenAI's TorchScript archives, and the causal-mask buffer traced modules keep: derived, not learned.
+_OPENAI_DROP = {"input_resolution", "context_length", "vocab_size", "attn_mask"}
 
 _HF_TOP = [  # (HF prefix, ours) applied in order; first match wins
     ("text_model.embeddings.token_embedding.", "text.token_embedding."),
@@ -68,7 +69,9 @@ def convert_openai(sd: StateDict, act: str = "quick_gelu") -> tuple[ModelConfig,
     """OpenAI CLIP / open_clip ViT state dict -> ours. ``act`` cannot be read from weights: OpenAI models use
     QuickGELU, most open_clip-trained ones GELU."""
     if "visual.conv1.weight" not in sd:
-        raise CheckpointError("not an OpenAI/open_clip ViT checkpoint (no visual.conv1.weight; ResNet CLIPs are unsupported)")
+        raise CheckpointError(
+            "not an OpenAI/open_clip ViT checkpoint (no visual.conv1.weight; ResNet CLIPs are unsupported)"
+        )
     vw = sd["visual.conv1.weight"].shape[0]
     patch = sd["visual.conv1.weight"].shape[-1]
     grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
@@ -241,7 +244,12 @@ def adapt_to_variant(sd: StateDict, cfg: ModelConfig, seed: int = 0) -> StateDic
         cls = sd["visual.class_embedding"]
         sd["visual.added_proxies"] = cls[None].repeat(cfg.num_proxies - 1, 1).clone()
         sd["visual.temporal_embedding"] = torch.zeros(cfg.temporal_size, W)
-        log.info("init %d added proxies from CLS and a zero temporal table [%d, %d]", cfg.num_proxies - 1, cfg.temporal_size, W)
+        log.info(
+            "init %d added proxies from CLS and a zero temporal table [%d, %d]",
+            cfg.num_proxies - 1,
+            cfg.temporal_size,
+            W,
+        )
     if not wants_proxies and has_proxies(sd):
         log.warning("variant %s has no video proxies: dropping added_proxies and temporal_embedding", cfg.variant)
         sd.pop("visual.added_proxies")

@@ -68,7 +68,9 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, Tensor], source: str) ->
     if missing or unexpected or shapes:
         parts = [f"{source}: checkpoint does not match the model"]
         if missing:
-            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+            parts.append(
+                f"missing keys ({len(missing)}): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}"
+            )
         if unexpected:
             parts.append(
                 f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}"

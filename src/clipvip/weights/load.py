@@ -95,8 +95,13 @@ def load(
     return model.eval()
 
 
-def convert(src: str | Path, dst: str | Path, variant: str | None = None, num_frames: int | None = None,
-            act: str | None = None) -> CLIPViP:
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    variant: str | None = None,
+    num_frames: int | None = None,
+    act: str | None = None,
+) -> CLIPViP:
     """Any supported checkpoint -> our folder format (config.json + model.safetensors)."""
     model = load(src, variant=variant, num_frames=num_frames, act=act)
     model.save_pretrained(dst)

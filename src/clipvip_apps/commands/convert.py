@@ -13,8 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", help="output folder (config.json + model.safetensors)")
     p.add_argument("--variant", choices=VARIANTS, default=None)
     p.add_argument("--num-frames", type=int, default=None)
-    p.add_argument("--act", choices=["quick_gelu", "gelu"], default=None,
-                   help="activation for bare OpenAI/open_clip state dicts (default quick_gelu)")
+    p.add_argument(
+        "--act",
+        choices=["quick_gelu", "gelu"],
+        default=None,
+        help="activation for bare OpenAI/open_clip state dicts (default quick_gelu)",
+    )
     p.set_defaults(func=run)
 
 

@@ -61,6 +61,7 @@ class ProxyGuidedAttention:
         assert L == M + T * N, f"sequence length {L} != M + T*N = {M} + {T}*{N}"
         # 1) proxies attend to every token: [B, h, M, d]
         out_proxy = F.scaled_dot_product_attention(q[:, :, :M], k, v)
+
         # 2) patches attend to [proxies ; own frame], batched over (B, T): keys [B*T, h, M+N, d]
         def per_frame(x: Tensor) -> Tensor:  # [B, h, T*N, d] -> [B*T, h, N, d]
             return x.reshape(B, h, T, N, d).transpose(1, 2).reshape(B * T, h, N, d)

@@ -1,0 +1,211 @@
+"""A seeded synthetic video-language world written to real files (videos, images, manifests).
+
+Layout of ``root`` (every manifest is JSON lines; videos are ``videos/{clip_id}.mp4``, images ``images/{id}.png``):
+
+- ``images.jsonl``   {"clip_id", "text"}: still scenes and static captions (the image-text "CLIP" stage)
+- ``pretrain.jsonl`` {"clip_id", "subtitle", "caption", "captioner"}: the post-pretraining corpus; ``caption``
+  is the synthetic middle-frame captioner's output (see ``clipvip.synth.text.SyntheticFrameCaptioner``)
+- ``train.jsonl``    {"clip_id", "text": [captions]}: downstream fine-tuning set
+- ``test.jsonl``     {"clip_id", "text", "motion", "twin"}: downstream test set, one caption per clip, built from
+  time-reversal twin pairs (``twin`` names the other clip of the pair; all captions are distinct)
+- ``world.json``     the config and every clip's scene spec
+
+Generation is resumable: files already written (atomically) are kept when the config is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from clipvip.synth.scene import MOTIONS, REVERSE_MOTION, ClipSpec, ObjectSpec, render_clip, render_frame
+from clipvip.synth.scene import sample_clip, sample_image
+from clipvip.synth.text import SyntheticFrameCaptioner, caption, captions, static_description, subtitle
+
+
+@dataclass
+class WorldConfig:
+    """Sizes of the world. Defaults fit the CPU demo; ``frame_size`` must be even (H.264)."""
+
+    seed: int = 0
+    frame_size: int = 32
+    num_frames: int = 8
+    fps: float = 8.0
+    num_images: int = 1500
+    num_pretrain: int = 1000
+    num_train: int = 300
+    num_test_pairs: int = 60
+    captions_per_train_clip: int = 4
+    p_second_object: float = 0.3
+    p_subtitle_other: float = 0.2  # the subtitle talks about another clip
+    p_subtitle_chatter: float = 0.2  # the subtitle says nothing visual
+    p_subtitle_motion: float = 0.5  # an on-topic subtitle mentions the motion
+    motions: tuple[str, ...] = MOTIONS
+    test_motions: tuple[str, ...] = tuple(m for m in MOTIONS if m != "still")
+
+    def __post_init__(self) -> None:
+        self.motions = tuple(self.motions)
+        self.test_motions = tuple(self.test_motions)
+        if self.frame_size % 2:
+            raise ValueError(f"frame_size must be even for H.264, got {self.frame_size}")
+        if self.num_frames < 2:
+            raise ValueError("num_frames must be >= 2")
+        bad = [m for m in (*self.motions, *self.test_motions) if m not in REVERSE_MOTION]
+        if bad:
+            raise ValueError(f"unknown motions {bad}; expected some of {MOTIONS}")
+        if "still" in self.test_motions:
+            raise ValueError("test clips come in time-reversal twin pairs; 'still' has no distinct twin")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["motions"], d["test_motions"] = list(self.motions), list(self.test_motions)
+        return d
+
+
+@dataclass
+class World:
+    """What ``generate_world`` wrote: paths plus the in-memory specs and texts."""
+
+    root: Path
+    config: WorldConfig
+    images: list[dict[str, Any]] = field(default_factory=list)
+    pretrain: list[dict[str, Any]] = field(default_factory=list)
+    train: list[dict[str, Any]] = field(default_factory=list)
+    test: list[dict[str, Any]] = field(default_factory=list)
+    specs: dict[str, ClipSpec] = field(default_factory=dict)
+
+    @property
+    def video_dir(self) -> Path:
+        return self.root / "videos"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.root / "images"
+
+    def video_path(self, clip_id: str) -> Path:
+        return self.video_dir / f"{clip_id}.mp4"
+
+    def image_path(self, image_id: str) -> Path:
+        return self.image_dir / f"{image_id}.png"
+
+    def manifest(self, split: str) -> Path:
+        return self.root / f"{split}.jsonl"
+
+
+def _spec_to_dict(spec: ClipSpec) -> dict[str, Any]:
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(d: dict[str, Any]) -> ClipSpec:
+    objs = tuple(
+        ObjectSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}) for o in d["objects"]
+    )
+    return ClipSpec(d["clip_id"], tuple(d["background"]), objs, int(d["noise_seed"]))
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_png(path: Path, frame: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    Image.fromarray(frame).save(tmp)
+    os.replace(tmp, path)
+
+
+def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
+    """Sample every spec and text of the world (no files written). Deterministic in ``config.seed``."""
+    cfg = config
+    world = World(Path(root), cfg)
+    rng = np.random.default_rng(cfg.seed)
+    captioner = SyntheticFrameCaptioner(cfg.num_frames)
+
+    for i in range(cfg.num_images):
+        spec = sample_image(rng, f"img{i:05d}", cfg.p_second_object)
+        objs = [(o, 0.0) for o in spec.objects]
+        world.specs[spec.clip_id] = spec
+        text = static_description(objs, with_position=bool(rng.random() < 0.6))
+        world.images.append({"clip_id": spec.clip_id, "text": text})
+
+    pre = [sample_clip(rng, f"pre{i:05d}", str(rng.choice(cfg.motions)), cfg.p_second_object)
+           for i in range(cfg.num_pretrain)]
+    for i, spec in enumerate(pre):
+        world.specs[spec.clip_id] = spec
+        # "another clip" = a neighbour in the stream, as ASR drifts across cuts of one long video
+        other = pre[(i + int(rng.choice([-1, 1]))) % len(pre)]
+        sub = subtitle(spec, rng, other, cfg.p_subtitle_other, cfg.p_subtitle_chatter, cfg.p_subtitle_motion)
+        world.pretrain.append(
+            {"clip_id": spec.clip_id, "subtitle": sub, "caption": captioner(spec), "captioner": captioner.name}
+        )
+
+    for i in range(cfg.num_train):
+        spec = sample_clip(rng, f"train{i:05d}", str(rng.choice(cfg.motions)), cfg.p_second_object)
+        world.specs[spec.clip_id] = spec
+        world.train.append({"clip_id": spec.clip_id, "text": captions(spec, cfg.captions_per_train_clip)})
+
+    seen: set[str] = set()
+    pairs = 0
+    tries = 0
+    while pairs < cfg.num_test_pairs:
+        tries += 1
+        if tries > 100 * cfg.num_test_pairs + 1000:
+            raise ValueError(f"cannot draw {cfg.num_test_pairs} test pairs with distinct captions; lower it")
+        motion = cfg.test_motions[pairs % len(cfg.test_motions)]  # balanced over motions
+        a = sample_clip(rng, f"test{2 * pairs:05d}", motion, cfg.p_second_object)
+        b = a.reverse(f"test{2 * pairs + 1:05d}")
+        ca, cb = caption(a), caption(b)
+        if ca in seen or cb in seen or ca == cb:
+            continue
+        seen.update((ca, cb))
+        for spec, text, twin in ((a, ca, b.clip_id), (b, cb, a.clip_id)):
+            world.specs[spec.clip_id] = spec
+            world.test.append({"clip_id": spec.clip_id, "text": text, "motion": spec.main.motion, "twin": twin})
+        pairs += 1
+    return world
+
+
+def generate_world(config: WorldConfig, root: str | Path, progress: bool = True) -> World:
+    """Plan the world and write it under ``root``; files of a previous run with the same config are reused."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    world = plan_world(config, root)
+    meta_path = root / "world.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text()).get("config")
+        if old != config.to_dict():
+            raise ValueError(f"{meta_path}: a world with a different config is already there; use another folder")
+    from clipvip.video import write_video
+
+    cfg = config
+    todo_img = [s for s in world.images if not world.image_path(s["clip_id"]).exists()]
+    for row in tqdm(todo_img, desc="world: images", disable=not progress or not todo_img, leave=False):
+        spec = world.specs[row["clip_id"]]
+        _write_png(world.image_path(row["clip_id"]), render_frame(spec, 0.0, cfg.frame_size))
+    clip_ids = [r["clip_id"] for split in (world.pretrain, world.train, world.test) for r in split]
+    todo = [c for c in clip_ids if not world.video_path(c).exists()]
+    for cid in tqdm(todo, desc="world: videos", disable=not progress or not todo, leave=False):
+        frames = render_clip(world.specs[cid], cfg.num_frames, cfg.frame_size)
+        # lossless (crf 0): a clip and its time-reversed twin decode to exactly reversed frames
+        write_video(world.video_path(cid), frames, fps=cfg.fps, options={"crf": "0"})
+    for split in ("images", "pretrain", "train", "test"):
+        _write_jsonl(world.manifest(split), getattr(world, split))
+    meta = {"config": cfg.to_dict(), "specs": {k: _spec_to_dict(v) for k, v in world.specs.items()}}
+    tmp = meta_path.with_name(".world.json.tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, meta_path)
+    return world

@@ -1,0 +1,167 @@
+"""``TrainConfig``: one flat dataclass for both stages, read from YAML with ``--set key=value`` overrides.
+
+The resolved config is written to the run folder (``config.yaml``) and stored in every checkpoint, so a run can
+always be reproduced and resumed from what it recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Stage = Literal["pretrain", "finetune"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Defaults follow the paper (Sec. 5.1) where it states a value."""
+
+    stage: Stage = "finetune"
+    run_dir: str = "runs/clipvip"
+
+    # Model: ``init`` is any checkpoint ``clipvip.load`` reads (a plain CLIP checkpoint becomes ViP);
+    # without it a randomly initialised ``arch`` ("tiny", "B/32", "B/16") is built.
+    init: str | None = None
+    arch: str = "tiny"
+    variant: str = "vip"
+    num_frames: int | None = None  # None: the model config's own
+
+    # Data: keyword arguments for ``clipvip.data.PretrainDataset`` / ``RetrievalDataset`` (CLI only; the
+    # programmatic API takes dataset objects).
+    train_data: dict[str, Any] = field(default_factory=dict)
+    eval_data: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
+    context_length: int = 77
+
+    # Loss: OCL variant for pretraining; "infonce" or "dsl" for fine-tuning.
+    ocl_variant: str = "d"
+    finetune_loss: str = "infonce"
+    dsl_temp: float = 1000.0
+
+    # Optimisation (AdamW, cosine with linear warm-up).
+    batch_size: int = 128  # per rank, per micro-batch; the contrastive matrix spans batch_size * world_size
+    grad_accum: int = 1
+    epochs: int = 5
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    lr: float = 1e-6
+    weight_decay: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.1  # used when warmup_steps is None
+    min_lr_ratio: float = 0.0
+    clip_grad_norm: float | None = 1.0
+
+    # Speed / memory.
+    precision: Precision = "fp32"  # bf16: autocast on CPU and GPU; fp16: GPU only, with GradScaler
+    grad_checkpointing: bool = False
+    freeze_text: bool = False
+    device: str | None = None  # None: CUDA if available
+
+    # Reproducibility, logging, checkpoints, validation.
+    seed: int = 42
+    deterministic: bool = True
+    log_every: int = 10
+    save_every: int | None = 500  # optimizer steps; a checkpoint is also written after every epoch and at the end
+    eval_every: int | None = None  # optimizer steps; None: after every epoch (when an eval set is given)
+    eval_batch_size: int = 64
+    best_metric: str = "t2v/R@1"  # key into the flattened ``evaluate_retrieval`` result (higher is better)
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("pretrain", "finetune"):
+            raise ValueError(f"stage must be 'pretrain' or 'finetune', got {self.stage!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        from clipvip.losses import FINETUNE_LOSSES, OCL_VARIANTS
+
+        if self.ocl_variant not in OCL_VARIANTS:
+            raise ValueError(f"ocl_variant must be one of {OCL_VARIANTS}, got {self.ocl_variant!r}")
+        if self.finetune_loss not in FINETUNE_LOSSES:
+            raise ValueError(f"finetune_loss must be one of {sorted(FINETUNE_LOSSES)}, got {self.finetune_loss!r}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown train config keys: {unknown}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+    def save_yaml(self, path: str | Path) -> None:
+        """Atomic write of the resolved config."""
+        p = Path(path)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(p)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` (value parsed as YAML, so 1e-5, true, [0.9, 0.98], null work); ``a.b=v`` sets a nested key."""
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = dict(d)
+    for item in overrides:
+        key, value = parse_override(item)
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML preset (a path, or the name of a bundled preset such as ``finetune_msrvtt``) and apply
+    ``key=value`` overrides."""
+    d: dict[str, Any] = {}
+    source = "overrides"
+    if path is not None:
+        p = resolve_preset(path)
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML ({e})") from e
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: expected a mapping of train config keys")
+        d = loaded
+    return TrainConfig.from_dict(apply_overrides(d, overrides or []), source=source)
+
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_preset(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    bundled = PRESET_DIR / f"{Path(str(path)).stem}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise FileNotFoundError(f"{p}: no such config file (bundled presets: {', '.join(preset_names())})")

@@ -1,0 +1,600 @@
+"""One trainer for both stages: OCL post-pretraining and retrieval fine-tuning (paper Sec. 4.3, 5.1).
+
+Step structure (kept in three pieces so gradient caching can reuse them, see ``clipvip.gradcache``):
+
+1. ``embed_batch(model, batch, stage, ...)`` -> local L2-normalised embeddings
+   (pretrain: video / frame / subtitle / caption; finetune: video / text);
+2. ``contrastive_loss(embeddings, logit_scale, cfg)`` gathers every embedding across ranks WITH gradients and
+   computes the loss on the global batch, the ONLY place a loss is computed;
+3. backward / grad-norm clip / AdamW / cosine schedule.
+
+Resume is exact on CPU: the data order is a pure function of (seed, epoch) and the data position, and the RNG
+states are checkpointed after validation, so N steps straight and N/2 + ``kill -9`` + ``--resume`` give bitwise
+equal weights. With ``num_workers > 0`` this still holds if the data set draws its randomness from
+``set_epoch(epoch)`` + the sample index (worker RNG streams restart on resume).
+
+Gradient accumulation runs ``grad_accum`` micro-batches per optimizer step, each with its own contrastive matrix
+over ``batch_size * world_size`` samples (it saves memory, it does not enlarge the set of negatives; gradient
+caching does that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from tqdm.auto import tqdm
+
+from clipvip.distributed import DistInfo, gather_with_grad, init_distributed
+from clipvip.losses import FINETUNE_LOSSES, dsl_info_nce, ocl_loss
+from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from clipvip_apps.train.config import TrainConfig
+from clipvip_apps.train.optim import build_scheduler, param_groups
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; training stopped and the last good checkpoint was kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None  # None when no eval set was given
+    model_dir: Path | None  # final weights as a ``clipvip.load``-able folder
+    best_model_dir: Path | None
+    best_metric: float | None
+    global_step: int
+    history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl records
+    skipped: int = 0  # samples the collate step dropped (undecodable), over this call
+    model: nn.Module | None = None  # the trained model (unwrapped)
+
+
+# --------------------------------------------------------------------------------------------------- model
+
+
+def model_config_for(cfg: TrainConfig):
+    """A ``ModelConfig`` for ``cfg.arch`` ("tiny", "B/32", "B/16") when no ``init`` checkpoint is given."""
+    import dataclasses
+
+    from clipvip.config import ModelConfig, VisionConfig, tiny_config
+
+    if cfg.arch == "tiny":
+        mc = tiny_config(cfg.variant)
+    elif cfg.arch in ("B/32", "B/16"):
+        mc = ModelConfig(variant=cfg.variant, vision=VisionConfig(patch_size=int(cfg.arch[2:])))
+    else:
+        raise ValueError(f"unknown arch {cfg.arch!r}; expected 'tiny', 'B/32' or 'B/16' (or set init: PATH)")
+    if cfg.num_frames is not None:
+        mc = dataclasses.replace(mc, num_frames=cfg.num_frames)
+    return mc
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """``clipvip.load(cfg.init)`` (a plain CLIP checkpoint becomes ViP) or a fresh ``cfg.arch`` model."""
+    import clipvip
+
+    if cfg.init:
+        return clipvip.load(cfg.init, variant=cfg.variant, num_frames=cfg.num_frames)
+    return clipvip.CLIPViP(model_config_for(cfg))
+
+
+# ------------------------------------------------------------------------------------------------ step API
+
+
+def _text_ids(text: Any, context_length: int) -> Tensor:
+    if isinstance(text, Tensor):
+        return text
+    from clipvip.text import tokenize
+
+    return tokenize(list(text), context_length)
+
+
+def embed_batch(model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77,
+                ocl_variant: str = "d") -> dict[str, Tensor]:
+    """Local embeddings of one batch. Pretrain: video, subtitle and (when the OCL variant uses them) frame and
+    caption; finetune: video and text. Frames may be [B, 3, H, W] or [B, 1, 3, H, W] (a 1-frame video)."""
+    dev = model.logit_scale.device
+    out = {"video": model.encode_video(batch["video"].to(dev, non_blocking=True))}
+    if stage == "finetune":
+        out["text"] = model.encode_text(_text_ids(batch["text"], context_length).to(dev))
+        return out
+    out["subtitle"] = model.encode_text(_text_ids(batch["subtitle"], context_length).to(dev))
+    if ocl_variant in ("a", "c", "d"):
+        frame = batch["frame"].to(dev, non_blocking=True)
+        out["frame"] = model.encode_video(frame[:, None] if frame.ndim == 4 else frame)
+    if ocl_variant != "vs":
+        out["caption"] = model.encode_text(_text_ids(batch["caption"], context_length).to(dev))
+    return out
+
+
+def contrastive_loss(embeddings: dict[str, Tensor], logit_scale: Tensor, cfg: TrainConfig) -> Tensor:
+    """THE loss of a step: gather every embedding across ranks (with gradients), then OCL or fine-tuning InfoNCE
+    on the global batch."""
+    g = {k: gather_with_grad(v) for k, v in embeddings.items()}
+    if cfg.stage == "pretrain":
+        return ocl_loss(g["video"], g.get("frame"), g["subtitle"], g.get("caption"), logit_scale, cfg.ocl_variant)
+    if cfg.finetune_loss == "dsl":
+        return dsl_info_nce(g["video"], g["text"], logit_scale, dsl_temp=cfg.dsl_temp)
+    return FINETUNE_LOSSES[cfg.finetune_loss](g["video"], g["text"], logit_scale)
+
+
+class _Embedder(nn.Module):
+    """Puts ``embed_batch`` behind ``forward`` so DDP sees the forward pass (it hooks gradients there)."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.stage, self.context_length, self.variant = cfg.stage, cfg.context_length, cfg.ocl_variant
+
+    def forward(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
+        return embed_batch(self.model, batch, self.stage, self.context_length, self.variant), self.model.logit_scale
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Global-batch sampler: epoch ``e``'s order is ``randperm(n, seed + e)``; global batch ``b`` is the slice
+    ``[b*G, (b+1)*G)`` with G = batch_size * world_size, and rank r takes its r-th sub-slice. Incomplete global
+    batches are dropped. ``set_epoch(e, start_batch)`` restarts mid-epoch without touching earlier samples, and
+    1 process x batch 8 sees exactly the samples of 2 processes x batch 4."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world_size
+        self.shuffle = shuffle
+        self.epoch, self.start, self.stop = 0, 0, self.num_batches
+
+    @property
+    def num_batches(self) -> int:
+        return self.n // (self.batch_size * self.world)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0, stop_batch: int | None = None) -> None:
+        self.epoch, self.start = epoch, start_batch
+        self.stop = self.num_batches if stop_batch is None else min(stop_batch, self.num_batches)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            perm = torch.arange(self.n)
+        G, B = self.batch_size * self.world, self.batch_size
+        for b in range(self.start, self.stop):
+            lo = b * G + self.rank * B
+            yield perm[lo : lo + B].tolist()
+
+
+def _default_collate() -> Callable:
+    try:
+        from clipvip.data import collate
+    except ImportError as e:  # pragma: no cover - clipvip.data ships with the library
+        raise ImportError("clipvip.data.collate is required to batch training samples") from e
+    return collate
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
+    """Data sets from the config's keyword arguments (the CLI path; the Python API takes dataset objects)."""
+    from clipvip import data
+
+    if not cfg.train_data:
+        raise ValueError("train_data is empty: set the data set arguments in the config (or pass a dataset)")
+    if cfg.stage == "pretrain":
+        train_ds = data.PretrainDataset(**cfg.train_data)
+    else:
+        train_ds = data.RetrievalDataset(**{"split": "train", **cfg.train_data})
+    eval_ds = data.RetrievalDataset(**{"split": "test", **cfg.eval_data}) if cfg.eval_data else None
+    return train_ds, eval_ds
+
+
+def _skipped_items(batch: dict[str, Any]) -> list[Any]:
+    sk = batch.get("skipped") if isinstance(batch, dict) else None
+    if sk is None:
+        return []
+    if isinstance(sk, int):
+        return [None] * sk
+    return list(sk)
+
+
+def _batch_size_of(batch: dict[str, Any]) -> int:
+    return int(batch["video"].shape[0])
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class _MetricsLog:
+    """metrics.jsonl (+ TensorBoard when installed), written by rank 0."""
+
+    def __init__(self, run_dir: Path, enabled: bool, keep_up_to_step: int | None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.history: list[dict[str, Any]] = []
+        self.tb = None
+        if not enabled:
+            return
+        if keep_up_to_step is not None and self.path.exists():
+            # A killed run may have logged steps after its last checkpoint; they are redone after resume.
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a half-written last line
+                if rec.get("step", 0) <= keep_up_to_step:
+                    kept.append(rec)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.replace(self.path)
+            self.history = kept
+        elif self.path.exists():
+            self.path.unlink()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self.history.append(rec)
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in _flatten(rec).items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, rec["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+
+def train(
+    cfg: TrainConfig,
+    model: nn.Module | None = None,
+    train_dataset: Dataset | None = None,
+    eval_dataset: Dataset | None = None,
+    *,
+    resume: bool = False,
+    collate_fn: Callable | None = None,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    evaluate_fn: Callable[..., dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` (default: ``build_model(cfg)``) on ``train_dataset`` (default: from ``cfg.train_data``).
+
+    ``resume``: continue from ``run_dir/checkpoints/last.pt`` exactly. ``callbacks`` are called after every
+    optimizer step with that step's record (after validation and checkpointing). ``evaluate_fn(model,
+    eval_dataset, batch_size=...)`` defaults to ``clipvip.eval.evaluate_retrieval``.
+    Raises ``NonFiniteLossError`` on a NaN/inf loss (the last good checkpoint is kept).
+    """
+    dinfo: DistInfo = init_distributed(cfg.device)
+    device = torch.device(cfg.device) if (cfg.device and dinfo.world_size == 1) else dinfo.device
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device (GradScaler); use bf16 on CPU")
+    if cfg.deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    if dinfo.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save_yaml(run_dir / "config.yaml")
+
+    seed_everything(cfg.seed)
+    if model is None:
+        model = build_model(cfg)
+    model = model.to(device)
+    model.train()
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if cfg.freeze_text:
+        for p in model.text.parameters():
+            p.requires_grad_(False)
+
+    if train_dataset is None:
+        train_dataset, built_eval = build_datasets(cfg)
+        eval_dataset = eval_dataset if eval_dataset is not None else built_eval
+    collate = collate_fn or _default_collate()
+    if eval_dataset is not None and evaluate_fn is None:
+        from clipvip.eval import evaluate_retrieval
+
+        evaluate_fn = evaluate_retrieval
+
+    iterable = isinstance(train_dataset, IterableDataset)
+    sampler: ResumableBatchSampler | None = None
+    if iterable:
+        if cfg.max_steps is None:
+            raise ValueError("a streaming (iterable) training set has no length: set max_steps")
+        steps_per_epoch = None
+    else:
+        sampler = ResumableBatchSampler(len(train_dataset), cfg.batch_size, cfg.seed, dinfo.rank, dinfo.world_size)
+        steps_per_epoch = sampler.num_batches // cfg.grad_accum
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"training set of {len(train_dataset)} samples is smaller than one optimizer step "
+                f"(batch_size {cfg.batch_size} x world {dinfo.world_size} x grad_accum {cfg.grad_accum})"
+            )
+    total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    scheduler = build_scheduler(optimizer, total_steps, warmup, cfg.min_lr_ratio)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+
+    embedder: nn.Module = _Embedder(model, cfg)
+    if dinfo.distributed:
+        embedder = nn.parallel.DistributedDataParallel(
+            embedder, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    step, epoch, batch_in_epoch = 0, 0, 0
+    best: float | None = None
+    if resume:
+        ck = load_checkpoint(ckpt_dir / LAST)
+        model.load_state_dict(ck["model"], strict=True)
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
+        best = ck.get("best_metric")
+        restore_rng(ck["rng"][dinfo.rank] if isinstance(ck["rng"], list) else ck["rng"])
+        log.info("resumed %s at step %d (epoch %d, batch %d)", ckpt_dir / LAST, step, epoch, batch_in_epoch)
+    else:
+        seed_everything(cfg.seed + dinfo.rank)
+
+    metrics = _MetricsLog(run_dir, dinfo.is_main, keep_up_to_step=step if resume else None)
+    last_ckpt: Path | None = ckpt_dir / LAST if resume else None
+    best_ckpt: Path | None = ckpt_dir / BEST if (ckpt_dir / BEST).exists() and resume else None
+    best_model_dir: Path | None = run_dir / "best_model" if best_ckpt else None
+    skipped_total = 0
+
+    def state(rng_all: Any) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng_all,
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "best_metric": best,
+            "config": cfg.to_dict(),
+        }
+
+    def gathered_rng() -> Any:
+        rng = capture_rng()
+        if not dinfo.distributed:
+            return rng
+        out: list[Any] = [None] * dinfo.world_size
+        torch.distributed.all_gather_object(out, rng)
+        return out
+
+    def checkpoint(name: str) -> Path:
+        rng = gathered_rng()
+        path = ckpt_dir / name
+        if dinfo.is_main:
+            save_checkpoint(path, state(rng))
+        if dinfo.distributed:
+            torch.distributed.barrier()
+        return path
+
+    def validate() -> dict[str, float]:
+        res: dict[str, float] = {}
+        if dinfo.is_main:
+            model.eval()
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                res = _flatten(evaluate_fn(model, eval_dataset, batch_size=cfg.eval_batch_size))
+            model.train()
+        if dinfo.distributed:
+            box = [res]
+            torch.distributed.broadcast_object_list(box, src=0)
+            res = box[0]
+        return res
+
+    bar = tqdm(total=total_steps, initial=step, disable=not (progress and dinfo.is_main), desc=f"{cfg.stage}",
+               unit="step", dynamic_ncols=True)
+    global_bs = cfg.batch_size * dinfo.world_size * cfg.grad_accum
+    try:
+        while step < total_steps:
+            if hasattr(train_dataset, "set_epoch"):
+                train_dataset.set_epoch(epoch)
+            loader_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch, batch_in_epoch, steps_per_epoch * cfg.grad_accum)
+                loader = DataLoader(train_dataset, batch_sampler=sampler, collate_fn=collate,
+                                    num_workers=cfg.num_workers, generator=loader_gen,
+                                    pin_memory=device.type == "cuda", persistent_workers=False)
+            else:
+                loader = DataLoader(train_dataset, batch_size=cfg.batch_size, collate_fn=collate, drop_last=True,
+                                    num_workers=cfg.num_workers, generator=loader_gen,
+                                    pin_memory=device.type == "cuda")
+            it = iter(loader)
+            if sampler is None and batch_in_epoch:  # a stream cannot seek: fast-forward consumed batches
+                for _ in range(batch_in_epoch):
+                    next(it)
+            this_epoch, steps_before = epoch, step
+            epoch_skipped: list[Any] = []
+            micro, loss_sum, t0, exhausted = 0, 0.0, time.perf_counter(), False
+            while step < total_steps:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                sk = _skipped_items(batch)
+                epoch_skipped.extend(sk)
+                skipped_total += len(sk)
+                micro += 1
+                last_micro = micro == cfg.grad_accum
+                sync = contextlib.nullcontext() if (last_micro or not dinfo.distributed) else embedder.no_sync()
+                with sync:
+                    with _autocast(device, cfg.precision):
+                        embs, logit_scale = embedder(batch)
+                    loss = contrastive_loss(embs, logit_scale, cfg)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss.item()} at optimizer step {step + 1} (epoch {epoch}, batch "
+                            f"{batch_in_epoch + micro - 1}); stopped. The last good checkpoint is "
+                            f"{last_ckpt if last_ckpt else 'none (no checkpoint was written yet)'}"
+                        )
+                    scaler.scale(loss / cfg.grad_accum).backward()
+                loss_sum += loss.item()
+                if not last_micro:
+                    continue
+                if cfg.clip_grad_norm is not None:
+                    scaler.unscale_(optimizer)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm))
+                else:
+                    grad_norm = float("nan")
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                step += 1
+                batch_in_epoch += micro
+                dt = time.perf_counter() - t0
+                rec: dict[str, Any] = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": loss_sum / micro,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "logit_scale": float(model.logit_scale.detach().exp()),
+                    "samples_per_s": global_bs / dt if dt > 0 else float("inf"),
+                }
+                micro, loss_sum = 0, 0.0
+                end_of_epoch = sampler is not None and batch_in_epoch >= steps_per_epoch * cfg.grad_accum
+                do_eval = eval_dataset is not None and (
+                    (cfg.eval_every and step % cfg.eval_every == 0)
+                    or (not cfg.eval_every and end_of_epoch)
+                    or step == total_steps
+                )
+                if do_eval:
+                    res = validate()
+                    if cfg.best_metric not in res:
+                        raise ValueError(f"best_metric {cfg.best_metric!r} not in the eval result keys {sorted(res)}")
+                    rec["eval"] = res
+                    if best is None or res[cfg.best_metric] > best:
+                        best = res[cfg.best_metric]
+                        rec["new_best"] = True
+                if end_of_epoch:  # the data position after this step is the start of the next epoch
+                    epoch, batch_in_epoch = epoch + 1, 0
+                if rec.get("new_best"):
+                    best_ckpt = checkpoint(BEST)
+                    best_model_dir = run_dir / "best_model"
+                    if dinfo.is_main:
+                        model.save_pretrained(best_model_dir)
+                if (cfg.save_every and step % cfg.save_every == 0) or end_of_epoch or step == total_steps:
+                    last_ckpt = checkpoint(LAST)
+                    rec["checkpoint"] = str(last_ckpt)
+                if step % max(1, cfg.log_every) == 0 or "eval" in rec or step == total_steps:
+                    metrics.write(rec)
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}", sps=f"{rec['samples_per_s']:.1f}")
+                for cb in callbacks:
+                    cb(rec)
+                t0 = time.perf_counter()
+                if end_of_epoch:
+                    break
+            if epoch_skipped and dinfo.is_main:
+                shown = ", ".join(str(s) for s in epoch_skipped[:5] if s is not None)
+                msg = f"epoch {this_epoch}: skipped {len(epoch_skipped)} bad sample(s)"
+                tqdm.write(msg + (f" (first: {shown})" if shown else ""))
+                log.warning(msg)
+            if exhausted:  # a stream ended (or the sampler ran out): next epoch
+                if step == steps_before:
+                    raise ValueError(f"epoch {this_epoch} of the training set yielded no complete optimizer step")
+                optimizer.zero_grad(set_to_none=True)  # an incomplete accumulation group is dropped
+                epoch, batch_in_epoch = epoch + 1, 0
+    finally:
+        bar.close()
+        metrics.close()
+
+    model_dir = None
+    if dinfo.is_main:
+        model_dir = run_dir / "model"
+        model.save_pretrained(model_dir)
+    return TrainResult(
+        run_dir=run_dir,
+        last_checkpoint=last_ckpt,
+        best_checkpoint=best_ckpt,
+        model_dir=model_dir,
+        best_model_dir=best_model_dir,
+        best_metric=best,
+        global_step=step,
+        history=metrics.history,
+        skipped=skipped_total,
+        model=model,
+    )
+
+
+def steps_per_epoch_for(n_samples: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    """Optimizer steps in one epoch of ``n_samples`` (incomplete global batches are dropped)."""
+    return n_samples // (cfg.batch_size * world_size) // cfg.grad_accum
+
+
+__all__ = [
+    "NonFiniteLossError",
+    "ResumableBatchSampler",
+    "TrainResult",
+    "build_model",
+    "contrastive_loss",
+    "embed_batch",
+    "steps_per_epoch_for",
+    "train",
+]
