@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--kind", choices=["auto", "ivf", "hnsw"], default="auto")
-    ap.add_argument("--target-recall", type=float, default=0.95, help="recall the library tunes its knob to")
+    ap.add_argument("--target-recall", type=float, default=AnnConfig.target_recall, help="recall the library tunes its knob to")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ann.json"))
     args = ap.parse_args(argv)

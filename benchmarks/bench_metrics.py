@@ -6,7 +6,8 @@ the target: O(Q N) comparisons and one small boolean buffer.
 
 Each method runs in its own child process so its memory is measured alone: "beyond matrix" = peak RSS (VmHWM) minus
 RSS once the random float32 matrix exists. Time = best of ``--repeats`` runs (median also recorded). The matrix is
-Gaussian noise with a boosted diagonal; metric values do not depend on the content, only cost does (and ties: none).
+Gaussian noise with a boosted diagonal; cost does not depend on the content. At 20,000 x 20,000 some float32 scores
+collide with a query's target, which the release counts more than once (its "entries" exceed the query count).
 
     .venv/bin/python benchmarks/bench_metrics.py                 # 20,000 x 20,000 (needs ~8 GB free for the release's)
     .venv/bin/python benchmarks/bench_metrics.py --n 5000        # quick
@@ -43,6 +44,7 @@ def release_compute_metrics(x: np.ndarray) -> dict[str, float]:
         "R@10": float(np.sum(ind < 10)) * 100 / len(ind),
         "MdR": float(np.median(ind) + 1),
         "MnR": float(np.mean(ind) + 1),
+        "entries": int(len(ind)),  # > number of queries when a query's target is tied with another score
     }
 
 
@@ -54,6 +56,9 @@ def _rss_kb(field: str) -> int:
 
 
 def worker(method: str, n: int, repeats: int, seed: int) -> dict:
+    # import first (torch alone is ~0.5 GB of RSS) so that the baseline below holds code + matrix for every method
+    from clipvip.eval import invert_mapping, retrieval_metrics, retrieval_ranks
+
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, n), dtype=np.float32)
     x[np.arange(n), np.arange(n)] += 3.0
@@ -61,8 +66,6 @@ def worker(method: str, n: int, repeats: int, seed: int) -> dict:
     if method == "release":
         fn = lambda: release_compute_metrics(x)  # noqa: E731
     else:
-        from clipvip.eval import retrieval_metrics, retrieval_ranks, invert_mapping
-
         if method == "ours":
             fn = lambda: retrieval_metrics(x)  # noqa: E731
         elif method == "ours_mean_ties":
@@ -105,25 +108,47 @@ def main() -> int:
         return 0
     rows = []
     for method in args.methods.split(","):
-        cmd = [sys.executable, __file__, "--worker", method, "--n", str(args.n), "--seed", str(args.seed),
-               "--repeats", str(args.repeats), "--release-repeats", str(args.release_repeats)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            method,
+            "--n",
+            str(args.n),
+            "--seed",
+            str(args.seed),
+            "--repeats",
+            str(args.repeats),
+            "--release-repeats",
+            str(args.release_repeats),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(res.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{method:22s} best {row['best_s']:.3f} s  median {row['median_s']:.3f} s  "
-              f"beyond matrix {row['beyond_matrix_gb']:.3f} GB  {row['metrics']}")
+        print(
+            f"{method:22s} best {row['best_s']:.3f} s  median {row['median_s']:.3f} s  "
+            f"beyond matrix {row['beyond_matrix_gb']:.3f} GB  {row['metrics']}"
+        )
     by = {r["method"]: r for r in rows}
     if "ours" in by and "release" in by:
-        for k in ("R@1", "R@5", "R@10", "MdR", "MnR"):
-            assert abs(by["ours"]["metrics"][k] - by["release"]["metrics"][k]) < 1e-6, k  # no ties: must agree
-        speedup = by["release"]["best_s"] / by["ours"]["best_s"]
-        print(f"speed-up vs release: {speedup:.1f}x")
+        entries = by["release"]["metrics"]["entries"]
+        if entries == args.n:  # no ties anywhere: both methods must agree exactly
+            for k in ("R@1", "R@5", "R@10", "MdR", "MnR"):
+                assert abs(by["ours"]["metrics"][k] - by["release"]["metrics"][k]) < 1e-6, k
+        else:
+            print(f"release counted {entries} entries for {args.n} queries (float32 ties double-counted)")
+        print(f"speed-up vs release: {by['release']['best_s'] / by['ours']['best_s']:.1f}x")
     result = {
         "n": args.n,
         "dtype": "float32",
         "rows": rows,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__, "load_avg_1min": os.getloadavg()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "load_avg_1min": os.getloadavg()[0],
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")

@@ -89,6 +89,10 @@ def test_multi_positive_matches_brute_force(ties: str) -> None:
     ours = retrieval_ranks(sim, positives=positives, ties=ties, chunk_size=4)
     ref = [brute_rank(sim[q], positives[q], ties) for q in range(25)]
     np.testing.assert_allclose(ours, ref)
+    # the same matrix stored column-major (as the transpose of a texts x videos matrix is) takes the item-major path
+    fortran = np.asfortranarray(sim)
+    np.testing.assert_allclose(retrieval_ranks(fortran, positives=positives, ties=ties, chunk_size=3), ref)
+    np.testing.assert_allclose(retrieval_ranks(torch.from_numpy(sim.T.copy()).T, positives=positives, ties=ties), ref)
     got = retrieval_metrics_multi(torch.from_numpy(sim), positives, ties=ties)
     for k, v in brute_metrics(ref).items():
         assert got[k] == pytest.approx(v)

@@ -95,7 +95,14 @@ def tiny_config(variant: Variant = "vip", **kw: Any) -> ModelConfig:
     vision = VisionConfig(image_size=32, patch_size=8, width=32, layers=2, heads=2)
     text = TextConfig(vocab_size=49408, context_length=77, width=32, layers=2, heads=2)
     base: dict[str, Any] = dict(
-        embed_dim=32, vision=vision, text=text, variant=variant, temporal_size=4, num_frames=4, seq_layers=1
+        logit_scale_init=2.6593,  # log(1/0.07): CLIP's init for training from scratch
+        embed_dim=32,
+        vision=vision,
+        text=text,
+        variant=variant,
+        temporal_size=4,
+        num_frames=4,
+        seq_layers=1,
     )
     base.update(kw)
     return ModelConfig(**base)

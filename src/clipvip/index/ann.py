@@ -30,12 +30,12 @@ class AnnConfig:
     """When to switch from exact search to an ANN structure, and how to build it."""
 
     exact_max: int = 20_000  # at or below: exact search (no FAISS index on disk)
-    hnsw_max: int = 200_000  # up to this: HNSW; above: IVF
+    hnsw_max: int = 2_000_000  # up to this: HNSW; above: IVF (HNSW build time and memory grow too fast)
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
     ivf_nlist: int | None = None  # default: ~sqrt(N), a power of two in [64, 4096]
     ivf_train_per_list: int = 64  # k-means training sample = nlist * this (FAISS recommends 39..256)
-    target_recall: float = 0.95  # recall@tune_k the search knob is tuned to
+    target_recall: float = 0.97  # recall@tune_k the knob is tuned to (margin: tuning queries are a proxy)
     tune_k: int = 10
     tune_queries: int = 200
     seed: int = 0

@@ -148,14 +148,20 @@ def render_clip(spec: ClipSpec, num_frames: int, size: int) -> np.ndarray:
 
 
 def sample_object(
-    rng: np.random.Generator, motion: str, *, shape: str | None = None, colour: str | None = None,
+    rng: np.random.Generator,
+    motion: str,
+    *,
+    shape: str | None = None,
+    colour: str | None = None,
     size: str | None = None,
+    shapes: tuple[str, ...] = SHAPES,
+    colours: tuple[str, ...] = tuple(COLOURS),
 ) -> ObjectSpec:
     """A random object performing ``motion``, kept fully inside the frame for the whole clip."""
     if motion not in REVERSE_MOTION:
         raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
-    shape = shape or str(rng.choice(SHAPES))
-    colour = colour or str(rng.choice(list(COLOURS)))
+    shape = shape or str(rng.choice(shapes))
+    colour = colour or str(rng.choice(colours))
     size = size or str(rng.choice(list(SIZES)))
     r = SIZES[size]
     radius = (r, r)
@@ -180,16 +186,15 @@ def sample_object(
             start, end = (a0, y), (a1, y)
         else:
             start, end = (x, a0), (x, a1)
-    colours = (colour, colour)
+    pair = (colour, colour)
     if motion == "turns":
-        other = str(rng.choice([c for c in COLOURS if c != colour]))
-        colours = (colour, other)
+        pair = (colour, str(rng.choice([c for c in colours if c != colour])))
     opacity = (1.0, 1.0)
     if motion == "appears":
         opacity = (0.0, 1.0)
     elif motion == "disappears":
         opacity = (1.0, 0.0)
-    return ObjectSpec(shape, size, motion, start, end, radius, colours, opacity)
+    return ObjectSpec(shape, size, motion, start, end, radius, pair, opacity)
 
 
 def sample_background(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -200,14 +205,20 @@ def sample_background(rng: np.random.Generator) -> tuple[int, int, int]:
 
 
 def sample_clip(
-    rng: np.random.Generator, clip_id: str, motion: str, p_second: float = 0.3, **main_attrs: str
+    rng: np.random.Generator,
+    clip_id: str,
+    motion: str,
+    p_second: float = 0.3,
+    shapes: tuple[str, ...] = SHAPES,
+    colours: tuple[str, ...] = tuple(COLOURS),
+    **main_attrs: str,
 ) -> ClipSpec:
     """A clip whose main object performs ``motion``; with probability ``p_second`` a second, still object."""
-    objects = [sample_object(rng, motion, **main_attrs)]
+    objects = [sample_object(rng, motion, shapes=shapes, colours=colours, **main_attrs)]
     if rng.random() < p_second:
         main = objects[0]
         for _ in range(20):  # keep the still object clear of the main object's whole path (no occlusion)
-            other = sample_object(rng, "still")
+            other = sample_object(rng, "still", shapes=shapes, colours=colours)
             if (other.shape, other.colour[0]) == (main.shape, main.colour[0]):
                 continue  # captions must be able to tell the two objects apart
             gap = max(main.radius) + max(other.radius) + 0.04
@@ -223,6 +234,12 @@ def _segment_distance(p: tuple[float, float], a: tuple[float, float], b: tuple[f
     return float(np.linalg.norm(pa - t * ba))
 
 
-def sample_image(rng: np.random.Generator, image_id: str, p_second: float = 0.3) -> ClipSpec:
+def sample_image(
+    rng: np.random.Generator,
+    image_id: str,
+    p_second: float = 0.3,
+    shapes: tuple[str, ...] = SHAPES,
+    colours: tuple[str, ...] = tuple(COLOURS),
+) -> ClipSpec:
     """A still scene (every object 'still'), for the image-text stage."""
-    return sample_clip(rng, image_id, "still", p_second=p_second)
+    return sample_clip(rng, image_id, "still", p_second, shapes, colours)

@@ -27,11 +27,20 @@ MOTION_PHRASES: dict[str, tuple[str, ...]] = {
     "turns": ("turns {c}", "changes colour to {c}", "becomes {c}", "turns into a {c} one"),
     "still": ("stays still", "does not move", "sits still", "stays in place"),
 }
-_SUB_SHAPE = {"circle": ("ball", "dot", "circle", "round thing"), "square": ("box", "block", "square"),
-              "triangle": ("triangle", "pyramid", "triangle thing")}
+_SUB_SHAPE = {
+    "circle": ("ball", "dot", "circle", "round thing"),
+    "square": ("box", "block", "square"),
+    "triangle": ("triangle", "pyramid", "triangle thing"),
+}
 _SUB_SIZE = {"small": ("little", "tiny", "small", ""), "big": ("big", "huge", "large", "")}
-_SUB_COLOUR = {"red": ("red", "red", "read"), "green": ("green",), "blue": ("blue", "blue", "blew"),
-               "yellow": ("yellow", "yellow", "yello"), "white": ("white", "white", "wide"), "purple": ("purple",)}
+_SUB_COLOUR = {
+    "red": ("red", "red", "read"),
+    "green": ("green",),
+    "blue": ("blue", "blue", "blew"),
+    "yellow": ("yellow", "yellow", "yello"),
+    "white": ("white", "white", "wide"),
+    "purple": ("purple",),
+}
 _SUB_MOTION: dict[str, tuple[str, ...]] = {
     "left": ("going left", "heading off to the left", "moving left"),
     "right": ("going right", "heading off to the right", "moving right"),
@@ -85,8 +94,14 @@ def captions(spec: ClipSpec, n: int) -> list[str]:
     return [caption(spec, i) for i in range(n)]
 
 
-def subtitle(spec: ClipSpec, rng: np.random.Generator, other: ClipSpec | None = None,
-             p_other: float = 0.2, p_chatter: float = 0.2, p_motion: float = 0.5) -> str:
+def subtitle(
+    spec: ClipSpec,
+    rng: np.random.Generator,
+    other: ClipSpec | None = None,
+    p_other: float = 0.2,
+    p_chatter: float = 0.2,
+    p_motion: float = 0.5,
+) -> str:
     """An ASR-like line for the clip: about it, about ``other`` (a clip nearby in the 'video'), or chatter."""
     u = rng.random()
     if u < p_chatter:

@@ -26,8 +26,18 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from clipvip.synth.scene import MOTIONS, REVERSE_MOTION, ClipSpec, ObjectSpec, render_clip, render_frame
-from clipvip.synth.scene import sample_clip, sample_image
+from clipvip.synth.scene import (
+    COLOURS,
+    MOTIONS,
+    REVERSE_MOTION,
+    SHAPES,
+    ClipSpec,
+    ObjectSpec,
+    render_clip,
+    render_frame,
+    sample_clip,
+    sample_image,
+)
 from clipvip.synth.text import SyntheticFrameCaptioner, caption, captions, static_description, subtitle
 
 
@@ -49,10 +59,16 @@ class WorldConfig:
     p_subtitle_chatter: float = 0.2  # the subtitle says nothing visual
     p_subtitle_motion: float = 0.5  # an on-topic subtitle mentions the motion
     motions: tuple[str, ...] = MOTIONS
+    shapes: tuple[str, ...] = SHAPES
+    # Few appearance combinations => clips in a batch often share appearance, so the text must name the motion.
+    colours: tuple[str, ...] = ("red", "green", "blue", "yellow")
     test_motions: tuple[str, ...] = tuple(m for m in MOTIONS if m != "still")
 
     def __post_init__(self) -> None:
         self.motions = tuple(self.motions)
+        self.shapes, self.colours = tuple(self.shapes), tuple(self.colours)
+        if not set(self.shapes) <= set(SHAPES) or not set(self.colours) <= set(COLOURS) or len(self.colours) < 2:
+            raise ValueError(f"shapes must be among {SHAPES} and 2+ colours among {tuple(COLOURS)}")
         self.test_motions = tuple(self.test_motions)
         if self.frame_size % 2:
             raise ValueError(f"frame_size must be even for H.264, got {self.frame_size}")
@@ -66,7 +82,8 @@ class WorldConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["motions"], d["test_motions"] = list(self.motions), list(self.test_motions)
+        for k in ("motions", "test_motions", "shapes", "colours"):
+            d[k] = list(d[k])
         return d
 
 
@@ -105,9 +122,7 @@ def _spec_to_dict(spec: ClipSpec) -> dict[str, Any]:
 
 
 def spec_from_dict(d: dict[str, Any]) -> ClipSpec:
-    objs = tuple(
-        ObjectSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}) for o in d["objects"]
-    )
+    objs = tuple(ObjectSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}) for o in d["objects"])
     return ClipSpec(d["clip_id"], tuple(d["background"]), objs, int(d["noise_seed"]))
 
 
@@ -136,14 +151,16 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
     captioner = SyntheticFrameCaptioner(cfg.num_frames)
 
     for i in range(cfg.num_images):
-        spec = sample_image(rng, f"img{i:05d}", cfg.p_second_object)
+        spec = sample_image(rng, f"img{i:05d}", cfg.p_second_object, cfg.shapes, cfg.colours)
         objs = [(o, 0.0) for o in spec.objects]
         world.specs[spec.clip_id] = spec
         text = static_description(objs, with_position=bool(rng.random() < 0.6))
         world.images.append({"clip_id": spec.clip_id, "text": text})
 
-    pre = [sample_clip(rng, f"pre{i:05d}", str(rng.choice(cfg.motions)), cfg.p_second_object)
-           for i in range(cfg.num_pretrain)]
+    def clip(clip_id: str, motion: str) -> ClipSpec:
+        return sample_clip(rng, clip_id, motion, cfg.p_second_object, cfg.shapes, cfg.colours)
+
+    pre = [clip(f"pre{i:05d}", str(rng.choice(cfg.motions))) for i in range(cfg.num_pretrain)]
     for i, spec in enumerate(pre):
         world.specs[spec.clip_id] = spec
         # "another clip" = a neighbour in the stream, as ASR drifts across cuts of one long video
@@ -154,7 +171,7 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
         )
 
     for i in range(cfg.num_train):
-        spec = sample_clip(rng, f"train{i:05d}", str(rng.choice(cfg.motions)), cfg.p_second_object)
+        spec = clip(f"train{i:05d}", str(rng.choice(cfg.motions)))
         world.specs[spec.clip_id] = spec
         world.train.append({"clip_id": spec.clip_id, "text": captions(spec, cfg.captions_per_train_clip)})
 
@@ -166,7 +183,7 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
         if tries > 100 * cfg.num_test_pairs + 1000:
             raise ValueError(f"cannot draw {cfg.num_test_pairs} test pairs with distinct captions; lower it")
         motion = cfg.test_motions[pairs % len(cfg.test_motions)]  # balanced over motions
-        a = sample_clip(rng, f"test{2 * pairs:05d}", motion, cfg.p_second_object)
+        a = clip(f"test{2 * pairs:05d}", motion)
         b = a.reverse(f"test{2 * pairs + 1:05d}")
         ca, cb = caption(a), caption(b)
         if ca in seen or cb in seen or ca == cb:

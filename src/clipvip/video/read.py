@@ -154,6 +154,8 @@ def _open(path: str, timeout: float) -> av.container.InputContainer:
             raise VideoDecodeError(path, "file is empty")
     try:
         return av.open(path, timeout=timeout)
+    except av.error.ExitError as e:  # FFmpeg's I/O interrupt: our timeout fired while opening
+        raise VideoDecodeError(path, f"timed out after {timeout:g} s (opening)") from e
     except av.error.FFmpegError as e:
         raise VideoDecodeError(path, f"cannot open: {e}") from e
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -396,6 +398,13 @@ def _read_video(
     threads: int | None,
 ) -> VideoFrames:
     deadline = _Deadline(path, timeout)
+    memo: dict[int, np.ndarray] = {}
+    sample = pick
+
+    def pick(n: int) -> np.ndarray:  # noqa: F811  (same n -> same draw, even if a fallback path re-asks)
+        if n not in memo:
+            memo[n] = sample(n)
+        return memo[n]
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
         return _convert(frame, size, resize)
@@ -435,6 +444,8 @@ def _read_video(
                 raise VideoDecodeError(path, "no decodable frames") from None
     except VideoDecodeError:
         raise
+    except av.error.ExitError as e:
+        raise VideoDecodeError(path, f"timed out after {timeout:g} s (reading)") from e
     except av.error.FFmpegError as e:
         raise VideoDecodeError(path, f"decoding failed: {e}") from e
     except (MemoryError, OSError, ValueError, RuntimeError, IndexError) as e:

@@ -1,0 +1,36 @@
+"""``clipvip index VIDEO_DIR --model M --out INDEX``: create or incrementally update a searchable video index."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="index a folder of videos for search (incremental: re-runs encode only changes)")
+    p.add_argument("video_dir", help="folder to walk (recursive)")
+    p.add_argument("--model", required=True, help="checkpoint (any format clipvip.load reads)")
+    p.add_argument("--out", required=True, help="index folder (created or updated)")
+    p.add_argument("--num-frames", type=int, default=None, help="frames per video/window (default: the model's)")
+    p.add_argument("--window", type=float, default=None,
+                   help="seconds: split videos longer than this into windows, so a query can land on a moment")
+    p.add_argument("--stride", type=float, default=None, help="seconds between window starts (default --window)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import clipvip
+    from clipvip.index import IndexConfig, build_index
+
+    if args.window is not None and args.window <= 0:
+        raise ValueError(f"--window must be > 0 seconds, got {args.window}")
+    if args.stride is not None and (args.window is None or args.stride <= 0):
+        raise ValueError("--stride needs --window and must be > 0")
+    model = clipvip.load(args.model, num_frames=args.num_frames)
+    cfg = IndexConfig(num_frames=args.num_frames, window=args.window, stride=args.stride,
+                      batch_size=args.batch_size, decode_workers=args.workers)
+    report = build_index(args.video_dir, args.out, model, args.model, cfg, progress=not args.quiet)
+    print(report.summary())
+    return 0

@@ -1,0 +1,111 @@
+"""2 gloo processes (batch 4 each, under DDP) == 1 process with batch 8: same loss, same gradients.
+
+The per-rank step is the trainer's own (``_Embedder`` under DDP + ``contrastive_loss``, which gathers with
+gradients); the reference is a plain single-process forward/backward of the whole batch of 8.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import clipvip
+from clipvip.distributed import gather_with_grad, init_distributed, is_distributed
+from clipvip_apps.train import TrainConfig, contrastive_loss, embed_batch
+from clipvip_apps.train.trainer import _Embedder
+
+
+def _batch(n: int = 8) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    ids = torch.zeros(n, 6, dtype=torch.long)
+    ids[:, 0], ids[:, 1], ids[:, 2], ids[:, 3] = 49406, torch.arange(n) + 300, torch.arange(n) % 3 + 500, 49407
+    ids2 = ids.clone()
+    ids2[:, 1] += 1000
+    return {
+        "video": torch.randn(n, 4, 3, 32, 32, generator=g),
+        "frame": torch.randn(n, 3, 32, 32, generator=g),
+        "text": ids,
+        "subtitle": ids,
+        "caption": ids2,
+    }
+
+
+def _model() -> clipvip.CLIPViP:
+    torch.manual_seed(0)
+    return clipvip.CLIPViP(clipvip.tiny_config())
+
+
+def _cfgs() -> list[TrainConfig]:
+    return [TrainConfig(stage="finetune"), TrainConfig(stage="pretrain", ocl_variant="d")]
+
+
+def _slice(batch: dict, lo: int, hi: int) -> dict:
+    return {k: v[lo:hi] for k, v in batch.items()}
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str, splits: list[list[int]]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = init_distributed("cpu")
+    assert info.world_size == world and is_distributed()
+    results = []
+    for cfg, (lo, hi) in zip(_cfgs(), splits):
+        model = _model()
+        ddp = torch.nn.parallel.DistributedDataParallel(_Embedder(model, cfg))
+        embs, scale = ddp(_slice(_batch(), lo, hi))
+        loss = contrastive_loss(embs, scale, cfg)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append({"loss": loss.detach(), "grads": grads})
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
+    # finetune: 4 + 4; pretrain OCL (d): 3 + 5 (unequal ranks, as when collate dropped bad samples).
+    splits_per_rank = [[[0, 4], [0, 3]], [[4, 8], [3, 8]]]
+    port = _free_port()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path), splits_per_rank[r])) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+        if p.is_alive():
+            p.kill()
+            pytest.fail("distributed worker hung")
+        assert p.exitcode == 0, "a distributed worker failed"
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    for i, cfg in enumerate(_cfgs()):
+        model = _model()
+        embs = embed_batch(model, _batch(), cfg.stage, cfg.context_length, cfg.ocl_variant)
+        loss = contrastive_loss(embs, model.logit_scale, cfg)
+        loss.backward()
+        ref = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        for r in range(2):
+            got = ranks[r][i]
+            torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
+            assert set(got["grads"]) == set(ref), cfg.stage
+            for name, g in ref.items():
+                torch.testing.assert_close(got["grads"][name], g, rtol=1e-4, atol=1e-6, msg=f"{cfg.stage} {name}")
+
+
+def test_single_process_is_identity() -> None:
+    assert not is_distributed()
+    x = torch.randn(3, 4, requires_grad=True)
+    assert gather_with_grad(x) is x
+    info = init_distributed("cpu")
+    assert info.world_size == 1 and info.rank == 0 and info.device.type == "cpu"

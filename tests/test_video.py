@@ -1,0 +1,307 @@
+"""Frame reading: right frames (checked against the frames we encoded), many codecs/containers, bad files."""
+
+from __future__ import annotations
+
+import pickle
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from clipvip.video import (
+    VideoDecodeError,
+    normalize,
+    probe,
+    read_frames,
+    read_middle_frame,
+    sample_indices,
+    write_video,
+)
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+QUIET = {"x265-params": "log-level=none"}
+
+
+def make_frames(n: int, h: int = 64, w: int = 64, seed: int = 0) -> np.ndarray:
+    """Distinct, compression-friendly frames: random 4x4 colour blocks upscaled (low frequency)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, 4, 4, 3)).astype(np.uint8)
+    return np.ascontiguousarray(small.repeat(h // 4, axis=1).repeat(w // 4, axis=2))
+
+
+def identify(decoded: torch.Tensor, originals: np.ndarray) -> list[int]:
+    """Index of the nearest original frame (MSE) for each decoded frame [T, 3, H, W] (same size)."""
+    ref = torch.from_numpy(originals).permute(0, 3, 1, 2).float()
+    d = ((decoded.float()[:, None] - ref[None]) ** 2).mean(dim=(2, 3, 4))
+    return d.argmin(dim=1).tolist()
+
+
+def official_uniform(n: int, t: int) -> list[int]:
+    # brute-force restatement of np.linspace(0, n - 1, t).astype(int)
+    return [int((n - 1) * i / (t - 1)) if t > 1 else 0 for i in range(t)]
+
+
+# -------------------------------------------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize("n,t", [(100, 12), (12, 12), (5, 12), (1, 4), (280, 12), (7, 1)])
+def test_uniform_indices_match_official_formula(n: int, t: int) -> None:
+    assert sample_indices(n, t).tolist() == official_uniform(n, t)
+
+
+def test_random_indices_follow_official_jitter() -> None:
+    rng = np.random.default_rng(0)
+    n, t = 100, 12
+    interval = n // (t - 1)
+    starts, ends = set(), set()
+    for _ in range(300):
+        idx = sample_indices(n, t, "random", rng)
+        assert len(idx) == t and (np.diff(idx) >= 0).all()
+        assert 0 <= idx[0] <= interval and n - 1 - interval <= idx[-1] <= n - 1
+        starts.add(int(idx[0]))
+        ends.add(int(idx[-1]))
+    assert len(starts) > 3 and len(ends) > 3  # really random
+    same = sample_indices(n, t, "random", np.random.default_rng(5))
+    assert (same == sample_indices(n, t, "random", np.random.default_rng(5))).all()
+    assert sample_indices(3, 8, "random", rng).max() <= 2
+
+
+# ------------------------------------------------------------------------------------------- codecs / files
+
+CODECS = [
+    ("h264.mp4", "libx264", "yuv420p", {"g": "5"}),  # short GOPs + B-frames: the seeking path is exercised
+    ("mpeg4.avi", "mpeg4", "yuv420p", {"qscale": "2", "g": "6", "bf": "2"}),
+    ("h264.mkv", "libx264", "yuv420p", {"g": "4"}),
+    ("vp9.webm", "libvpx-vp9", "yuv420p", {"crf": "10", "b": "0", "g": "5"}),
+    ("h264.mov", "libx264", "yuv420p", {"g": "7"}),
+    ("hevc.mp4", "libx265", "yuv420p", {**QUIET, "crf": "12"}),
+    ("h264_10bit.mp4", "libx264", "yuv420p10le", {"g": "5"}),
+    ("hevc_10bit.mkv", "libx265", "yuv420p10le", {**QUIET, "crf": "12"}),
+]
+
+
+@pytest.fixture(scope="module")
+def clip_frames() -> np.ndarray:
+    return make_frames(30)
+
+
+@pytest.mark.parametrize("name,codec,pix_fmt,opts", CODECS, ids=[c[0] for c in CODECS])
+def test_reads_the_right_frames(tmp_path, clip_frames, name, codec, pix_fmt, opts) -> None:
+    if codec not in av.codecs_available:
+        pytest.skip(f"{codec} not in this FFmpeg build")
+    path = write_video(tmp_path / name, clip_frames, fps=10, codec=codec, pix_fmt=pix_fmt, options=opts)
+    out = read_frames(path, num_frames=8, size=64)
+    assert out.frames.dtype == torch.uint8 and out.frames.shape == (8, 3, 64, 64)
+    expected = official_uniform(30, 8)
+    assert identify(out.frames, clip_frames) == expected
+    assert out.timestamps == pytest.approx([i / 10 for i in expected], abs=1e-3)
+    ref = torch.from_numpy(clip_frames[expected]).permute(0, 3, 1, 2).float()
+    assert (out.frames.float() - ref).abs().mean() < 6  # same pixels up to codec loss
+    assert out.duration == pytest.approx(3.0, abs=0.15)
+    info = probe(path)
+    assert (info.num_frames, info.width, info.height) == (30, 64, 64)
+    assert info.fps == pytest.approx(10, rel=0.01)
+    # random sampling returns real frames at the sampled indices
+    rnd = read_frames(path, num_frames=6, size=64, mode="random", rng=np.random.default_rng(1))
+    want = sample_indices(30, 6, "random", np.random.default_rng(1)).tolist()
+    assert identify(rnd.frames, clip_frames) == want
+    mid = read_middle_frame(path, size=64)
+    assert mid.shape == (1, 3, 64, 64) and identify(mid, clip_frames) == [15]
+
+
+def test_av1_if_available(tmp_path, clip_frames) -> None:
+    if "libsvtav1" not in av.codecs_available and "libaom-av1" not in av.codecs_available:
+        pytest.skip("no AV1 encoder")
+    codec = "libsvtav1" if "libsvtav1" in av.codecs_available else "libaom-av1"
+    path = write_video(tmp_path / "av1.mkv", clip_frames[:12], fps=10, codec=codec, options={"crf": "10"})
+    out = read_frames(path, num_frames=4, size=64)
+    assert identify(out.frames, clip_frames[:12]) == official_uniform(12, 4)
+
+
+def test_shorter_than_t_repeats(tmp_path, clip_frames) -> None:
+    path = write_video(tmp_path / "short.mp4", clip_frames[:3], fps=10)
+    out = read_frames(path, num_frames=8, size=64)
+    assert identify(out.frames, clip_frames[:3]) == official_uniform(3, 8)
+    one = write_video(tmp_path / "one.mp4", clip_frames[:1], fps=10)
+    assert identify(read_frames(one, num_frames=4, size=64).frames, clip_frames[:1]) == [0, 0, 0, 0]
+
+
+def test_variable_frame_rate_uses_real_timestamps(tmp_path, clip_frames) -> None:
+    ts = [0.0, 0.1, 0.15, 0.5, 0.55, 0.6, 1.0, 1.7, 1.75, 2.0]
+    path = write_video(tmp_path / "vfr.mp4", clip_frames[:10], fps=10, timestamps=ts)
+    out = read_frames(path, num_frames=4, size=64)
+    expected = official_uniform(10, 4)
+    assert identify(out.frames, clip_frames[:10]) == expected
+    assert out.timestamps == pytest.approx([ts[i] for i in expected], abs=2e-3)
+    assert probe(path).num_frames == 10
+    # a window: only frames whose timestamps lie in [0.5, 1.0]
+    win = read_frames(path, num_frames=3, size=64, start=0.5, end=1.0)
+    assert identify(win.frames, clip_frames[:10]) == [3, 4, 6]
+    assert all(0.5 - 1e-3 <= t <= 1.0 + 1e-3 for t in win.timestamps)
+    with pytest.raises(VideoDecodeError, match="window"):
+        read_frames(path, start=5.0, end=6.0)
+
+
+def test_rotation_metadata_is_applied(tmp_path) -> None:
+    frames = make_frames(6, h=32, w=64)  # landscape, stored with a 90 degree display rotation
+    path = write_video(tmp_path / "rot.mp4", frames, fps=10, rotation=90)
+    out = read_frames(path, num_frames=2, size=32, resize="crop")
+    info = probe(path)
+    assert (info.width, info.height, info.rotation) == (32, 64, 90)
+    # displayed = frames rotated 90 degrees counter-clockwise (portrait 64 x 32), then the centre 32 x 32 crop
+    disp = np.rot90(frames[[0, 5]], k=1, axes=(1, 2))[:, 16:48, :, :]
+    ref = torch.from_numpy(np.ascontiguousarray(disp)).permute(0, 3, 1, 2).float()
+    err = (out.frames.float() - ref).abs().mean()
+    unrotated = torch.from_numpy(np.ascontiguousarray(frames[[0, 5], :, 16:48])).permute(0, 3, 1, 2).float()
+    assert err < 6 and err < (out.frames.float() - unrotated).abs().mean()
+
+
+def test_crop_vs_squash(tmp_path) -> None:
+    frames = np.zeros((4, 32, 96, 3), np.uint8)
+    frames[:, :, :32] = (255, 0, 0)  # red left third, green middle, blue right third
+    frames[:, :, 32:64] = (0, 255, 0)
+    frames[:, :, 64:] = (0, 0, 255)
+    path = write_video(tmp_path / "wide.mp4", frames, fps=10)
+    crop = read_frames(path, num_frames=1, size=32, resize="crop").frames[0].float()
+    assert crop[1].mean() > 200 and crop[0].mean() < 40 and crop[2].mean() < 40  # only the green centre
+    squash = read_frames(path, num_frames=1, size=32, resize="squash").frames[0].float()
+    assert squash[0, :, :8].mean() > 200 and squash[2, :, -8:].mean() > 200  # everything, squeezed
+
+
+def test_several_video_streams_pick_largest(tmp_path) -> None:
+    small, big = make_frames(5, 32, 32, seed=1), make_frames(5, 64, 64, seed=2)
+    path = tmp_path / "two.mkv"
+    with av.open(str(path), "w") as c:
+        streams = []
+        for arr in (small, big):
+            s = c.add_stream("libx264", rate=Fraction(10))
+            s.width, s.height, s.pix_fmt, s.options = arr.shape[2], arr.shape[1], "yuv420p", {"crf": "10"}
+            streams.append(s)
+        for i in range(5):
+            for s, arr in zip(streams, (small, big)):
+                for p in s.encode(av.VideoFrame.from_ndarray(arr[i], format="rgb24")):
+                    c.mux(p)
+        for s in streams:
+            for p in s.encode():
+                c.mux(p)
+    out = read_frames(path, num_frames=5, size=64)
+    assert identify(out.frames, big) == [0, 1, 2, 3, 4]
+    assert probe(path).width == 64
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+def test_images_read_as_one_frame(tmp_path) -> None:
+    from PIL import Image
+
+    rgb = make_frames(1, 32, 48)[0]
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")  # mode L
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(tmp_path / "alpha.png")
+    Image.fromarray(rgb).save(tmp_path / "b.JPG", quality=95)
+    for name in ["a.png", "alpha.png", "b.JPG"]:
+        out = read_frames(tmp_path / name, num_frames=12, size=32, resize="squash")
+        assert out.frames.shape == (1, 3, 32, 32) and out.timestamps == [0.0]
+    gray = read_frames(tmp_path / "gray.png", size=32).frames[0]
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    # same scaler for images and videos: a PNG and a lossless-ish video of the same picture agree
+    vid = write_video(tmp_path / "v.mp4", np.repeat(rgb[None], 2, 0), fps=10, pix_fmt="yuv444p", options={"crf": "0"})
+    a, b = read_middle_frame(tmp_path / "a.png", size=32).float(), read_middle_frame(vid, size=32).float()
+    assert (a - b).abs().mean() < 4
+    info = probe(tmp_path / "a.png")
+    assert (info.num_frames, info.width, info.height) == (1, 48, 32)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(VideoDecodeError, match="bad.jpg"):
+        read_frames(tmp_path / "bad.jpg")
+
+
+# -------------------------------------------------------------------------------------------- bad files
+
+
+def test_bad_files_raise_naming_the_file(tmp_path, clip_frames) -> None:
+    good = write_video(tmp_path / "good.mp4", clip_frames, fps=10)
+    data = good.read_bytes()
+    cases = {
+        "missing.mp4": None,
+        "empty.mp4": b"",
+        "garbage.mp4": bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)),
+        "truncated.mp4": data[: len(data) // 3],  # moov atom at the end: unreadable
+        "audio_only.txt.mp4": b"just some text\n" * 100,
+    }
+    for name, payload in cases.items():
+        if payload is not None:
+            (tmp_path / name).write_bytes(payload)
+        with pytest.raises(VideoDecodeError) as ei:
+            read_frames(tmp_path / name, num_frames=4, size=32)
+        assert name in str(ei.value) and ei.value.reason
+        err = pickle.loads(pickle.dumps(ei.value))  # crosses DataLoader worker processes intact
+        assert err.path == ei.value.path and err.reason == ei.value.reason
+    with pytest.raises(VideoDecodeError, match="not a regular file"):
+        read_frames(tmp_path)
+
+
+def test_truncated_stream_returns_real_frames_or_raises(tmp_path, clip_frames) -> None:
+    """An MPEG-TS / AVI cut mid-stream: either real frames from the part that survived, or an error."""
+    for name, codec in [("cut.ts", "libx264"), ("cut.avi", "mpeg4")]:
+        full = write_video(tmp_path / f"full_{name}", clip_frames, fps=10, codec=codec, options={"g": "5"})
+        data = full.read_bytes()
+        (tmp_path / name).write_bytes(data[: int(len(data) * 0.6)])
+        try:
+            out = read_frames(tmp_path / name, num_frames=6, size=64)
+        except VideoDecodeError as e:
+            assert name in str(e)
+            continue
+        ids = identify(out.frames, clip_frames)
+        ref = torch.from_numpy(clip_frames[ids]).permute(0, 3, 1, 2).float()
+        assert (out.frames.float() - ref).abs().mean() < 8  # real frames, not garbage
+        assert ids == sorted(ids) and max(ids) < 25
+
+
+def test_timeout_is_enforced(tmp_path, clip_frames) -> None:
+    path = write_video(tmp_path / "t.mp4", clip_frames, fps=10)
+    with pytest.raises(VideoDecodeError, match="timed out"):
+        read_frames(path, timeout=0.0)
+
+
+# ------------------------------------------------------------------------------------------ normalisation
+
+
+def test_normalize_matches_torchvision() -> None:
+    from torchvision.transforms import Normalize
+
+    x = torch.randint(0, 256, (2, 4, 3, 8, 8), dtype=torch.uint8)
+    ref = Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))(
+        x.float().div(255).flatten(0, 1)
+    ).view(2, 4, 3, 8, 8)
+    out = normalize(x)
+    assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=1e-6)
+    with pytest.raises(ValueError):
+        normalize(torch.zeros(4, 8, 8))
+
+
+# ------------------------------------------------------------------------------------------ real fixtures
+
+VIDEO_FIXTURES = ["mmaction2_demo.mp4", "mmaction2_test.avi", "decord_flipping_a_pancake.mkv", "human2bot_task5_0.webm"]
+
+
+@pytest.mark.parametrize("name", VIDEO_FIXTURES)
+def test_real_fixture_videos_match_naive_decode(name: str) -> None:
+    """Against an independent reference: decode every frame in order, take the official indices, resize with
+    torch (bicubic, antialiased). Frames must agree within a small pixel tolerance."""
+    path = FIXTURES / "videos" / name
+    if not path.exists():
+        pytest.skip("shared fixtures not present")
+    with av.open(str(path)) as c:
+        all_frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    idx = official_uniform(len(all_frames), 12)
+    ref = torch.from_numpy(np.stack([all_frames[i] for i in idx])).permute(0, 3, 1, 2).float()
+    ref = torch.nn.functional.interpolate(ref, size=(64, 64), mode="bicubic", antialias=True).clamp(0, 255)
+    out = read_frames(path, num_frames=12, size=64)
+    assert out.frames.shape == (12, 3, 64, 64)
+    per_frame = (out.frames.float() - ref).abs().mean(dim=(1, 2, 3))
+    assert per_frame.max() < 4, per_frame
+    assert probe(path).num_frames == len(all_frames)
