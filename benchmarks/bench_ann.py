@@ -76,8 +76,12 @@ def latency_ms(ann, queries: np.ndarray, k: int) -> dict[str, float]:  # noqa: A
         ann.search(q[None], k)
         times.append((time.perf_counter() - t) * 1e3)
     t = np.asarray(times)
-    return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95)),
-            "p99": float(np.percentile(t, 99))}
+    return {
+        "mean": float(t.mean()),
+        "p50": float(np.percentile(t, 50)),
+        "p95": float(np.percentile(t, 95)),
+        "p99": float(np.percentile(t, 99)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--kind", choices=["auto", "ivf", "hnsw"], default="auto")
-    ap.add_argument("--target-recall", type=float, default=AnnConfig.target_recall, help="recall the library tunes its knob to")
+    ap.add_argument(
+        "--target-recall", type=float, default=AnnConfig.target_recall, help="recall the library tunes its knob to"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ann.json"))
     args = ap.parse_args(argv)
@@ -106,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = emb[rng.choice(args.n, min(2000, args.n), replace=False)]
     cos = sub @ sub.T
     off = cos[~np.eye(len(sub), dtype=bool)]
-    print(f"data: {args.n} x {args.dim}, {clusters} clusters, generated in {t_gen:.1f}s; pairwise cosine mean "
-          f"{off.mean():.3f} (p99 {np.percentile(off, 99):.3f})", flush=True)
+    print(
+        f"data: {args.n} x {args.dim}, {clusters} clusters, generated in {t_gen:.1f}s; pairwise cosine mean "
+        f"{off.mean():.3f} (p99 {np.percentile(off, 99):.3f})",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     top_s, truth = exact_topk(emb, queries, args.k)
@@ -118,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         exact_topk(emb, q[None], args.k)
         exact_lat.append((time.perf_counter() - t) * 1e3)
-    print(f"exact ground truth for {2 * args.queries} queries in {t_exact:.1f}s; exact single-query latency "
-          f"mean {np.mean(exact_lat):.1f} ms; query->top-1 cosine mean {top_s[:, 0].mean():.3f}, "
-          f"->top-{args.k} {top_s[:, -1].mean():.3f}", flush=True)
+    print(
+        f"exact ground truth for {2 * args.queries} queries in {t_exact:.1f}s; exact single-query latency "
+        f"mean {np.mean(exact_lat):.1f} ms; query->top-1 cosine mean {top_s[:, 0].mean():.3f}, "
+        f"->top-{args.k} {top_s[:, -1].mean():.3f}",
+        flush=True,
+    )
 
     cfg = AnnConfig(target_recall=args.target_recall, tune_k=args.k, seed=args.seed)
     kind = choose_kind(args.n, cfg) if args.kind == "auto" else args.kind
@@ -141,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ann.search(queries, args.k)
     batch_qps = len(queries) / (time.perf_counter() - t0)
-    print(f"knob={tuned}: recall@{args.k}={rec:.4f} (shifted queries {rec_s:.4f}); latency mean {lat['mean']:.2f} ms "
-          f"p95 {lat['p95']:.2f} ms; batched {batch_qps:.0f} q/s", flush=True)
+    print(
+        f"knob={tuned}: recall@{args.k}={rec:.4f} (shifted queries {rec_s:.4f}); latency mean {lat['mean']:.2f} ms "
+        f"p95 {lat['p95']:.2f} ms; batched {batch_qps:.0f} q/s",
+        flush=True,
+    )
 
     sweep = []
     for knob in sorted({max(1, tuned // 4), max(1, tuned // 2), tuned, tuned * 2, tuned * 4}):
@@ -150,30 +165,53 @@ def main(argv: list[str] | None = None) -> int:
         _, f = ann.search(queries, args.k)
         _, fs = ann.search(shifted, args.k)
         lt = latency_ms(ann, queries[:200], args.k)
-        sweep.append({"knob": knob, "recall": recall_at_k(f, truth), "recall_shifted": recall_at_k(fs, truth_shifted),
-                      "latency_ms_mean": lt["mean"], "latency_ms_p95": lt["p95"]})
-        print(f"  knob={knob}: recall {sweep[-1]['recall']:.4f} / shifted {sweep[-1]['recall_shifted']:.4f}, "
-              f"mean {lt['mean']:.2f} ms, p95 {lt['p95']:.2f} ms", flush=True)
+        sweep.append(
+            {
+                "knob": knob,
+                "recall": recall_at_k(f, truth),
+                "recall_shifted": recall_at_k(fs, truth_shifted),
+                "latency_ms_mean": lt["mean"],
+                "latency_ms_p95": lt["p95"],
+            }
+        )
+        print(
+            f"  knob={knob}: recall {sweep[-1]['recall']:.4f} / shifted {sweep[-1]['recall_shifted']:.4f}, "
+            f"mean {lt['mean']:.2f} ms, p95 {lt['p95']:.2f} ms",
+            flush=True,
+        )
 
     result = {
         "benchmark": "ann",
         "data": "synthetic clustered unit vectors resembling embeddings (shared offset + low-rank cluster centres + "
-                "per-cluster noise, Zipf cluster sizes); NOT real embeddings",
-        "n": args.n, "dim": args.dim, "clusters": clusters, "queries": args.queries, "k": args.k,
+        "per-cluster noise, Zipf cluster sizes); NOT real embeddings",
+        "n": args.n,
+        "dim": args.dim,
+        "clusters": clusters,
+        "queries": args.queries,
+        "k": args.k,
         "pairwise_cosine_mean": float(off.mean()),
-        "query_top1_cosine_mean": float(top_s[:, 0].mean()), "query_topk_cosine_mean": float(top_s[:, -1].mean()),
-        "kind": kind, "knob_name": "nprobe" if kind == "ivf" else "efSearch", "knob": tuned,
+        "query_top1_cosine_mean": float(top_s[:, 0].mean()),
+        "query_topk_cosine_mean": float(top_s[:, -1].mean()),
+        "kind": kind,
+        "knob_name": "nprobe" if kind == "ivf" else "efSearch",
+        "knob": tuned,
         "nlist": int(faiss.extract_index_ivf(ann.index).nlist) if kind == "ivf" else None,
         "target_recall_for_tuning": args.target_recall,
         "build_seconds": t_build,
-        "recall_at_k": rec, "recall_at_k_shifted_queries": rec_s,
-        "latency_ms": lat, "batched_queries_per_s": batch_qps,
+        "recall_at_k": rec,
+        "recall_at_k_shifted_queries": rec_s,
+        "latency_ms": lat,
+        "batched_queries_per_s": batch_qps,
         "exact_latency_ms_mean": float(np.mean(exact_lat)),
         "meets_target": bool(lat["mean"] < 20.0 and lat["p95"] < 20.0 and rec >= 0.95),
         "sweep": sweep,
-        "machine": {"cpus": os.cpu_count(), "faiss_omp_threads": faiss.omp_get_max_threads(),
-                    "platform": platform.platform(), "python": sys.version.split()[0],
-                    "faiss": faiss.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "faiss_omp_threads": faiss.omp_get_max_threads(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "faiss": faiss.__version__,
+        },
         "note": "latency = one query per call; the machine's cores were shared with other jobs during the run",
     }
     out = Path(args.out)

@@ -22,11 +22,11 @@ from clipvip.captioning import (
     iter_shard_samples,
     owner_rank,
     parts_dir,
-    read_captions,
     repair_jsonl,
     run_captioning,
     truncate_words,
 )
+from clipvip.data import load_captions as read_captions  # the OCL data set's reader of our output
 from clipvip.video import read_middle_frame, write_video
 from clipvip_apps.cli import main as cli_main
 
@@ -42,10 +42,10 @@ def _ved_captioner(folder: Path) -> Path:
     from transformers import (
         GPT2Config,
         PreTrainedTokenizerFast,
-        ViTConfig,
-        ViTImageProcessor,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
     )
 
     vocab = {t: i for i, t in enumerate(["[PAD]", "[BOS]", "[EOS]", "[UNK]", *WORDS])}
@@ -54,10 +54,21 @@ def _ved_captioner(folder: Path) -> Path:
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]"
     )
-    enc = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                    image_size=32, patch_size=8)
-    dec = GPT2Config(vocab_size=len(vocab), n_embd=32, n_layer=1, n_head=2, n_positions=64,
-                     add_cross_attention=True, is_decoder=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    enc = ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
+    dec = GPT2Config(
+        vocab_size=len(vocab),
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        n_positions=64,
+        add_cross_attention=True,
+        is_decoder=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
     cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = 1, 0, 2
     torch.manual_seed(0)
@@ -84,17 +95,17 @@ def captioner(captioner_dir: Path) -> Captioner:
     return Captioner(CaptionerConfig(path=str(captioner_dir), name="tiny-ved", max_new_tokens=24))
 
 
-def _videos(root: Path, n: int = N_CLIPS, corrupt: bool = True) -> Path:
+def _videos(root: Path, n: int = N_CLIPS, corrupt: bool = True, relative: bool = False) -> Path:
     """n small H.264 clips (random noise) + optionally a corrupt file; a jsonl manifest."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
         frames = rng.integers(0, 256, size=(8, 32, 48, 3), dtype=np.uint8)
         write_video(root / f"clip{i}.mp4", frames)
-        rows.append({"clip_id": f"c{i}", "video": f"clip{i}.mp4"})
+        rows.append({"clip_id": f"c{i}", "video": f"clip{i}.mp4" if relative else str(root / f"clip{i}.mp4")})
     if corrupt:
         (root / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 4)
-        rows.append({"clip_id": "bad", "video": "bad.mp4"})
+        rows.append({"clip_id": "bad", "video": "bad.mp4" if relative else str(root / "bad.mp4")})
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
@@ -133,10 +144,28 @@ def test_captions_match_direct_generate_and_are_capped(captioner: Captioner, cap
 
 
 def test_cli_captions_every_clip_once_and_lists_bad_video(captioner_dir: Path, tmp_path, capsys) -> None:
-    manifest = _videos(tmp_path)
+    manifest = _videos(tmp_path, relative=True)
     out = tmp_path / "captions.jsonl"
-    rc = cli_main(["caption", str(manifest), "--captioner", str(captioner_dir), "--captioner-name", "tiny",
-                   "--out", str(out), "--batch-size", "3", "--num-workers", "0", "--max-new-tokens", "24"])
+    rc = cli_main(
+        [
+            "caption",
+            str(manifest),
+            "--captioner",
+            str(captioner_dir),
+            "--captioner-name",
+            "tiny",
+            "--out",
+            str(out),
+            "--video-root",
+            str(tmp_path),
+            "--batch-size",
+            "3",
+            "--num-workers",
+            "0",
+            "--max-new-tokens",
+            "24",
+        ]
+    )
     assert rc == 0
     recs = _lines(out)
     assert sorted(r["clip_id"] for r in recs) == [f"c{i}" for i in range(N_CLIPS)]
@@ -181,21 +210,36 @@ def test_repair_jsonl(tmp_path) -> None:
     assert p.read_text() == '{"a": 1}\n'
 
 
-def test_two_ranks_partition_and_merge(captioner: Captioner, tmp_path) -> None:
+def test_two_ranks_partition_and_merge(captioner: Captioner, tmp_path, monkeypatch) -> None:
     """Ranks 0 and 1 of 2 take disjoint clip sets (the stable hash) whose union is everything; merge = full set."""
     manifest = _videos(tmp_path, n=N_CLIPS, corrupt=False)
     inputs = CaptionInput.resolve([str(manifest)])
     out = tmp_path / "captions.jsonl"
-    reports = []
-    for rank in (0, 1):
-        job = CaptionJobConfig(batch_size=4, num_workers=2 if rank else 0, rank=rank, world_size=2, progress=False)
-        reports.append(run_captioning(inputs, out, captioner, job))
+    reports = [
+        run_captioning(
+            inputs, out, captioner, CaptionJobConfig(batch_size=4, num_workers=0, rank=0, world_size=2, progress=False)
+        )
+    ]
+    monkeypatch.setenv("RANK", "1")  # rank 1 as torchrun launches it, decoding in 2 DataLoader workers
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    reports.append(
+        run_captioning(inputs, out, captioner, CaptionJobConfig(batch_size=4, num_workers=2, progress=False))
+    )
+    assert (reports[1].rank, reports[1].world_size) == (1, 2)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
     assert reports[0].merge is None and reports[1].merge is not None  # the last rank to finish merges
     parts = [{r["clip_id"] for r in _lines(Path(rep.part))} for rep in reports]
     all_ids = {f"c{i}" for i in range(N_CLIPS)}
     assert parts[0].isdisjoint(parts[1]) and parts[0] | parts[1] == all_ids
-    expected = [{c for c in all_ids if int.from_bytes(__import__("hashlib").blake2b(c.encode(), digest_size=8)
-                                                      .digest(), "big") % 2 == r} for r in (0, 1)]
+    expected = [
+        {
+            c
+            for c in all_ids
+            if int.from_bytes(__import__("hashlib").blake2b(c.encode(), digest_size=8).digest(), "big") % 2 == r
+        }
+        for r in (0, 1)
+    ]
     assert parts == expected and parts == [{c for c in all_ids if owner_rank(c, 2) == r} for r in (0, 1)]
     merged = _lines(out)
     assert sorted(r["clip_id"] for r in merged) == sorted(all_ids)
@@ -228,8 +272,7 @@ def test_webdataset_shards(captioner: Captioner, tmp_path) -> None:
     assert inputs.rank_shards(0, 2) == [str(tmp_path / "shard-00000.tar")]
     out = tmp_path / "captions.jsonl"
     for rank in (1, 0):
-        run_captioning(inputs, out, captioner,
-                       CaptionJobConfig(num_workers=0, rank=rank, world_size=2, progress=False))
+        run_captioning(inputs, out, captioner, CaptionJobConfig(num_workers=0, rank=rank, world_size=2, progress=False))
     assert sorted(read_captions(out)) == ["000000000", "000000001", "c0", "c1"]
     assert [f["clip_id"] for f in _lines(failed_path(out))] == ["bad"]
 
@@ -239,12 +282,15 @@ def test_bad_inputs_name_the_file(tmp_path, captioner_dir: Path) -> None:
     m.write_text('{"clip_id": "a", "video": "a.mp4"}\nnot json\n')
     with pytest.raises(ValueError, match=r"m.jsonl:2"):
         list(iter_manifest(m))
-    m.write_text('{"clip_id": "a", "url": "x"}\n')
-    with pytest.raises(ValueError, match="no video path column"):
-        list(iter_manifest(m))
-    assert list(iter_manifest(m, ManifestOptions(video_template="{root}/{clip_id}.mp4"))) == [
-        ("a", f"{tmp_path}/a.mp4")
-    ]
+    m.write_text('{"clip_id": "a", "url": "x"}\n{"video": "b.mp4"}\n')
+    root = ManifestOptions(video_root=str(tmp_path))
+    with pytest.raises(ValueError, match=r"m.jsonl: row 2 has no 'clip_id'"):
+        list(iter_manifest(m, root))
+    m.write_text('{"clip_id": "a", "url": "x"}\n')  # the data set's default: {video_root}/{clip_id}.mp4
+    assert list(iter_manifest(m, root)) == [("a", f"{tmp_path}/a.mp4")]
+    assert list(iter_manifest(m, ManifestOptions(video_template="/v/{url}/{clip_id}.webm"))) == [("a", "/v/x/a.webm")]
+    with pytest.raises(ValueError, match="row 1 has no 'file'"):
+        list(iter_manifest(m, ManifestOptions(video_key="file")))
     with pytest.raises(FileNotFoundError, match="nothing.jsonl"):
         CaptionInput.resolve([str(tmp_path / "nothing.jsonl")])
     rc = cli_main(["caption", str(m), "--out", str(tmp_path / "o.jsonl"), "--captioner", str(tmp_path)])
@@ -255,5 +301,51 @@ def test_parquet_manifest(tmp_path) -> None:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"clip_id": ["a", "b"], "video_path": ["/v/a.mp4", "b.mp4"]}), tmp_path / "m.parquet")
-    assert list(iter_manifest(tmp_path / "m.parquet")) == [("a", "/v/a.mp4"), ("b", f"{tmp_path}/b.mp4")]
+    pq.write_table(pa.table({"clip_id": ["a", "b"], "path": ["/v/a.mp4", "b.mp4"]}), tmp_path / "m.parquet")
+    got = list(iter_manifest(tmp_path / "m.parquet", ManifestOptions(video_root=str(tmp_path))))
+    assert got == [("a", "/v/a.mp4"), ("b", f"{tmp_path}/b.mp4")]
+
+
+def test_duplicate_rows_captioned_once(captioner: Captioner, tmp_path) -> None:
+    manifest = _videos(tmp_path, n=2, corrupt=False)
+    manifest.write_text(manifest.read_text() * 2)
+    out = tmp_path / "captions.jsonl"
+    rep = run_captioning(
+        CaptionInput.resolve([str(manifest)]),
+        out,
+        captioner,
+        CaptionJobConfig(num_workers=0, rank=0, world_size=1, progress=False),
+    )
+    assert rep.captioned == 2 and sorted(r["clip_id"] for r in _lines(out)) == ["c0", "c1"]
+
+
+def test_half_precision_weights(captioner_dir: Path) -> None:
+    """--dtype bf16 (the GPU default where supported) keeps the weights in bf16 and still captions."""
+    cap = Captioner(CaptionerConfig(path=str(captioner_dir), dtype="bf16", device="cpu", max_new_tokens=24))
+    assert next(cap.model.parameters()).dtype == torch.bfloat16
+    out = cap.caption([torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)])
+    assert len(out) == 1 and len(out[0].split()) == 16
+
+
+def test_resume_with_a_different_world_size(captioner: Captioner, tmp_path, capsys) -> None:
+    """Rank 0 of 2 finishes, rank 1 never runs; a single-process rerun captions only rank 1's clips."""
+    inputs = CaptionInput.resolve([str(_videos(tmp_path, corrupt=False))])
+    out = tmp_path / "captions.jsonl"
+    r0 = run_captioning(inputs, out, captioner, CaptionJobConfig(num_workers=0, rank=0, world_size=2, progress=False))
+    assert r0.merge is None and not out.exists()
+    assert cli_main(["caption", "--merge-only", str(tmp_path / "manifest.jsonl"), "--out", str(out)]) == 0
+    assert len(_lines(out)) == r0.captioned  # merge-only folds in whatever parts exist
+    rest = run_captioning(inputs, out, captioner, CaptionJobConfig(num_workers=0, rank=0, world_size=1, progress=False))
+    assert rest.captioned == N_CLIPS - r0.captioned
+    assert sorted(r["clip_id"] for r in _lines(out)) == [f"c{i}" for i in range(N_CLIPS)]
+
+
+def test_read_jsonl_errors(tmp_path) -> None:
+    from clipvip.captioning import read_jsonl
+
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"clip_id": "a", "caption": "x"}\n{"clip_id": "b", "cap')
+    assert [r["clip_id"] for r in read_jsonl(p)] == ["a"]  # a crashed writer's partial tail is tolerated
+    p.write_text('{"clip_id": "a", "caption": "x"}\ngarbage\n{"clip_id": "b", "caption": "y"}\n')
+    with pytest.raises(ValueError, match=r"c.jsonl:2: corrupt"):
+        list(read_jsonl(p))

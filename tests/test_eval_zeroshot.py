@@ -3,6 +3,7 @@ label-list readers on the real files, and the NMI domain-gap analysis on fixed f
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ def _features(texts: list[str]) -> np.ndarray:
     """Fixed feature function: source decided by the text's prefix, plus per-text noise from its hash."""
     out = []
     for t in texts:
-        rng = np.random.default_rng(abs(hash(t)) % (2**32))
+        rng = np.random.default_rng(zlib.crc32(t.encode()))
         x = rng.standard_normal(16) * 0.3
         if t.startswith("sub"):
             x[0] += 3.0
@@ -127,9 +128,9 @@ def _features(texts: list[str]) -> np.ndarray:
 def test_nmi_near_one_for_separated_sources_and_near_zero_for_one_source(tmp_path: Path) -> None:
     subs = [f"sub {i}" for i in range(300)]
     caps = [f"cap {i}" for i in range(300)]
-    sep = domain_gap_nmi(subs, caps, _features, n_per_source=150, repeats=3)
-    assert sep.mean > 0.95 and len(sep.scores) == 3
-    same = domain_gap_nmi(caps[:150], caps[150:], _features, n_per_source=150, repeats=3)
+    sep = domain_gap_nmi(subs, caps, _features, n_per_source=100, repeats=2)
+    assert sep.mean > 0.95 and len(sep.scores) == 2
+    same = domain_gap_nmi(caps[:100], caps[100:200], _features, n_per_source=100, repeats=2)
     assert same.mean < 0.05
     png = plot_projection(sep, tmp_path / "pca.png", ("subtitles", "captions"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -75,8 +75,20 @@ def toy_eval(model, dataset, batch_size: int = 16) -> dict:
 
 
 def tiny_cfg(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(stage="finetune", run_dir=str(tmp_path / "run"), arch="tiny", batch_size=8, max_steps=30, lr=2e-3,
-                weight_decay=0.0, warmup_steps=3, log_every=1, save_every=10, device="cpu", seed=3)
+    base = dict(
+        stage="finetune",
+        run_dir=str(tmp_path / "run"),
+        arch="tiny",
+        batch_size=8,
+        max_steps=30,
+        lr=2e-3,
+        weight_decay=0.0,
+        warmup_steps=3,
+        log_every=1,
+        save_every=10,
+        device="cpu",
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -122,7 +134,7 @@ train(cfg, train_dataset=ToyRetrieval(), collate_fn=collate, callbacks=[hang], p
 
 
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path) -> None:
-    n = 10  # 48 samples / batch 8 = 6 steps per epoch: the resumed part crosses an epoch boundary
+    n = 8  # 48 samples / batch 8 = 6 steps per epoch: the resumed part crosses an epoch boundary
     run = str(tmp_path / "killed")
     script = tmp_path / "run_and_hang.py"
     script.write_text(RESUME_SCRIPT.format(tests=str(TESTS), kill_at=5, tmp=str(tmp_path), run=run, n=n))
@@ -143,10 +155,19 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     assert load_checkpoint(Path(run) / "checkpoints" / "last.pt")["step"] == 4
 
-    resumed = train(tiny_cfg(tmp_path, run_dir=run, max_steps=n, save_every=2), train_dataset=ToyRetrieval(),
-                    collate_fn=collate, resume=True, progress=False)
-    straight = train(tiny_cfg(tmp_path, run_dir=str(tmp_path / "straight"), max_steps=n, save_every=2),
-                     train_dataset=ToyRetrieval(), collate_fn=collate, progress=False)
+    resumed = train(
+        tiny_cfg(tmp_path, run_dir=run, max_steps=n, save_every=2),
+        train_dataset=ToyRetrieval(),
+        collate_fn=collate,
+        resume=True,
+        progress=False,
+    )
+    straight = train(
+        tiny_cfg(tmp_path, run_dir=str(tmp_path / "straight"), max_steps=n, save_every=2),
+        train_dataset=ToyRetrieval(),
+        collate_fn=collate,
+        progress=False,
+    )
     assert resumed.global_step == straight.global_step == n
     a, b = resumed.model.state_dict(), straight.model.state_dict()
     assert a.keys() == b.keys()
@@ -175,27 +196,39 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path: Path)
 
 
 def test_validation_keeps_best_and_last(tmp_path: Path) -> None:
-    cfg = tiny_cfg(tmp_path, max_steps=12, eval_every=4, save_every=None, best_metric="t2v/R@1")
-    res = train(cfg, train_dataset=ToyRetrieval(), eval_dataset=ToyRetrieval(), collate_fn=collate,
-                evaluate_fn=toy_eval, progress=False)
+    cfg = tiny_cfg(tmp_path, max_steps=8, eval_every=3, save_every=None, best_metric="t2v/R@1")
+    res = train(
+        cfg,
+        train_dataset=ToyRetrieval(),
+        eval_dataset=ToyRetrieval(),
+        collate_fn=collate,
+        evaluate_fn=toy_eval,
+        progress=False,
+    )
     evals = [h for h in res.history if "eval" in h]
-    assert [h["step"] for h in evals] == [4, 6, 8, 12]  # every 4 steps + end of epoch (6 steps) + the end
+    assert [h["step"] for h in evals] == [3, 6, 8]  # every eval_every steps + the end
     best = max(h["eval"]["t2v/R@1"] for h in evals)
     assert res.best_metric == best
     assert load_checkpoint(res.best_checkpoint)["best_metric"] == best
-    assert res.last_checkpoint.exists() and load_checkpoint(res.last_checkpoint)["step"] == 12
+    assert res.last_checkpoint.exists() and load_checkpoint(res.last_checkpoint)["step"] == 8
     assert clipvip.load(res.best_model_dir).config.variant == "vip"
     with pytest.raises(ValueError, match="best_metric"):
-        train(tiny_cfg(tmp_path, run_dir=str(tmp_path / "r2"), max_steps=2, best_metric="nope"),
-              train_dataset=ToyRetrieval(), eval_dataset=ToyRetrieval(), collate_fn=collate, evaluate_fn=toy_eval,
-              progress=False)
+        train(
+            tiny_cfg(tmp_path, run_dir=str(tmp_path / "r2"), max_steps=2, best_metric="nope"),
+            train_dataset=ToyRetrieval(),
+            eval_dataset=ToyRetrieval(),
+            collate_fn=collate,
+            evaluate_fn=toy_eval,
+            progress=False,
+        )
 
 
 def test_bf16_accumulation_checkpointing_frozen_text(tmp_path: Path) -> None:
     model = clipvip.CLIPViP(clipvip.tiny_config())
     text_before = {k: v.clone() for k, v in model.text.state_dict().items()}
-    cfg = tiny_cfg(tmp_path, max_steps=3, batch_size=4, grad_accum=2, precision="bf16", grad_checkpointing=True,
-                   freeze_text=True)
+    cfg = tiny_cfg(
+        tmp_path, max_steps=3, batch_size=4, grad_accum=2, precision="bf16", grad_checkpointing=True, freeze_text=True
+    )
     res = train(cfg, model=model, train_dataset=ToyRetrieval(), collate_fn=collate, progress=False)
     assert res.global_step == 3 and all(math.isfinite(h["loss"]) for h in res.history)
     for k, v in model.text.state_dict().items():
@@ -211,8 +244,7 @@ def test_skipped_samples_are_counted_and_summarised(tmp_path: Path, capsys) -> N
         b = collate(items)
         return {**b, "skipped": [{"path": "/videos/broken.mp4", "error": "truncated"}]}
 
-    res = train(tiny_cfg(tmp_path, max_steps=6), train_dataset=ToyRetrieval(), collate_fn=lossy_collate,
-                progress=False)
+    res = train(tiny_cfg(tmp_path, max_steps=6), train_dataset=ToyRetrieval(), collate_fn=lossy_collate, progress=False)
     assert res.skipped == 6
     assert "epoch 0: skipped 6 bad sample(s)" in capsys.readouterr().out
 
@@ -237,9 +269,18 @@ def test_weight_decay_groups() -> None:
     model = clipvip.CLIPViP(clipvip.tiny_config())
     names = dict(model.named_parameters())
     no_decay = {n for n, p in names.items() if not uses_weight_decay(n, p)}
-    for n in ["logit_scale", "visual.class_embedding", "visual.positional_embedding", "visual.added_proxies",
-              "visual.temporal_embedding", "text.token_embedding.weight", "text.positional_embedding",
-              "visual.ln_pre.weight", "visual.ln_pre.bias", "text.ln_final.bias"]:
+    for n in [
+        "logit_scale",
+        "visual.class_embedding",
+        "visual.positional_embedding",
+        "visual.added_proxies",
+        "visual.temporal_embedding",
+        "text.token_embedding.weight",
+        "text.positional_embedding",
+        "visual.ln_pre.weight",
+        "visual.ln_pre.bias",
+        "text.ln_final.bias",
+    ]:
         assert n in no_decay, n
     for n in ["visual.conv1.weight", "visual.proj", "text.text_projection"]:
         assert n not in no_decay, n
@@ -261,13 +302,21 @@ def test_cosine_with_warmup() -> None:
 
 def test_presets_parse_and_build() -> None:
     names = preset_names()
-    for want in ["pretrain_vip_b32", "pretrain_vip_b16", "finetune_msrvtt", "finetune_didemo", "finetune_lsmdc",
-                 "finetune_activitynet", "tiny"]:
+    for want in [
+        "pretrain_vip_b32",
+        "pretrain_vip_b16",
+        "finetune_msrvtt",
+        "finetune_didemo",
+        "finetune_lsmdc",
+        "finetune_activitynet",
+        "tiny",
+    ]:
         assert want in names
     cfgs = {n: load_config(n) for n in names}
     paper = {  # Sec. 5.1
-        "pretrain_vip_b32": dict(stage="pretrain", lr=5e-6, weight_decay=0.05, num_frames=12, context_length=70,
-                                 ocl_variant="d"),
+        "pretrain_vip_b32": dict(
+            stage="pretrain", lr=5e-6, weight_decay=0.05, num_frames=12, context_length=70, ocl_variant="d"
+        ),
         "pretrain_vip_b16": dict(stage="pretrain", lr=5e-6, weight_decay=0.05, num_frames=12, arch="B/16"),
         "finetune_msrvtt": dict(stage="finetune", lr=1e-6, weight_decay=0.2, epochs=5, context_length=50),
         "finetune_didemo": dict(epochs=20, lr=1e-6, weight_decay=0.2),
@@ -279,7 +328,7 @@ def test_presets_parse_and_build() -> None:
             assert getattr(cfgs[name], k) == v, (name, k)
         assert cfgs[name].betas == (0.9, 0.98)
     built = {}
-    for name, cfg in cfgs.items():
+    for cfg in cfgs.values():
         mc = model_config_for(cfg)
         key = (mc.vision.patch_size, mc.vision.width, mc.num_frames)
         if key not in built:  # B/32, B/16, B/32 x 32 frames, tiny
@@ -302,3 +351,36 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
     bad.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_config(bad)
+
+
+class ToyStream(torch.utils.data.IterableDataset):
+    """A streaming (WebDataset-like) training set: no length, no seeking."""
+
+    def __init__(self) -> None:
+        self.base = ToyRetrieval(n=20)
+
+    def __iter__(self):
+        for i in range(len(self.base)):
+            yield self.base[i]
+
+
+def test_stream_resume_is_exact(tmp_path: Path) -> None:
+    class Crash(Exception):
+        pass
+
+    def crash(rec: dict) -> None:
+        if rec["step"] == 3:
+            raise Crash
+
+    def cfg(name: str) -> TrainConfig:
+        return tiny_cfg(tmp_path, run_dir=str(tmp_path / name), max_steps=6, save_every=1)
+
+    with pytest.raises(Crash):
+        train(cfg("a"), train_dataset=ToyStream(), collate_fn=collate, callbacks=[crash], progress=False)
+    resumed = train(cfg("a"), train_dataset=ToyStream(), collate_fn=collate, resume=True, progress=False)
+    straight = train(cfg("b"), train_dataset=ToyStream(), collate_fn=collate, progress=False)
+    assert [h["epoch"] for h in straight.history] == [0, 0, 1, 1, 2, 2]  # 20 samples: 2 full batches per pass
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="max_steps"):
+        train(tiny_cfg(tmp_path, max_steps=None), train_dataset=ToyStream(), collate_fn=collate)

@@ -242,6 +242,15 @@ def test_bad_files_raise_naming_the_file(tmp_path, clip_frames) -> None:
         assert err.path == ei.value.path and err.reason == ei.value.reason
     with pytest.raises(VideoDecodeError, match="not a regular file"):
         read_frames(tmp_path)
+    wav = tmp_path / "audio.wav"  # a real media file without any video stream
+    with av.open(str(wav), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for p in s.encode(frame):
+            c.mux(p)
+    with pytest.raises(VideoDecodeError, match="no video stream"):
+        read_frames(wav)
 
 
 def test_truncated_stream_returns_real_frames_or_raises(tmp_path, clip_frames) -> None:
@@ -259,6 +268,8 @@ def test_truncated_stream_returns_real_frames_or_raises(tmp_path, clip_frames) -
         ref = torch.from_numpy(clip_frames[ids]).permute(0, 3, 1, 2).float()
         assert (out.frames.float() - ref).abs().mean() < 8  # real frames, not garbage
         assert ids == sorted(ids) and max(ids) < 25
+        if name.endswith(".ts"):  # real timestamps survive the cut: each one names the frame returned
+            assert [round(t * 10) for t in out.timestamps] == ids
 
 
 def test_timeout_is_enforced(tmp_path, clip_frames) -> None:

@@ -15,13 +15,11 @@ data set reads them by clip id as C.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
 import logging
 import os
-import re
 import shutil
 import tarfile
 import tempfile
@@ -37,13 +35,10 @@ log = logging.getLogger(__name__)
 MAX_WORDS = 16
 """The paper's cap on auxiliary caption length (Sec. 4.1)."""
 
-VIDEO_KEYS = ("video", "video_path", "path", "file", "filename", "video_file")
-"""Manifest columns tried, in order, for the video path when none is named."""
+MANIFEST_SUFFIXES = (".jsonl", ".parquet")
 
-VIDEO_EXTS = ("mp4", "webm", "mkv", "avi", "mov", "m4v")
-"""Members of a WebDataset sample that are treated as its video."""
-
-MANIFEST_SUFFIXES = (".jsonl", ".json", ".parquet")
+MAX_REPORTED_FAILURES = 1000
+"""Failures kept in memory for the report; the failures file lists every one."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -80,120 +75,72 @@ def dist_env() -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class ManifestOptions:
-    """How to find the clip id and the video file in a manifest row."""
+    """How to find the clip id and the video file in a manifest row.
+
+    The default rule is ``PretrainDataset``'s (the row's ``video`` or ``path``, else ``{clip_id}.mp4``, relative to
+    ``video_root``), so the captioner reads the very files the OCL data set trains on."""
 
     id_key: str = "clip_id"
-    video_key: str | None = None  # None: the first of VIDEO_KEYS present in the row
-    video_root: str | None = None  # relative paths are resolved against this (default: the manifest's folder)
+    video_key: str | None = None  # None: "video", then "path", then "{clip_id}.mp4"
+    video_root: str = "."  # relative paths are resolved against this
     video_template: str | None = None  # e.g. "{root}/{clip_id}.mp4"; fields of the row + {root}; wins over video_key
-
-
-def _iter_manifest_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Stream rows of a jsonl or parquet manifest (never the whole 100M-row table in memory)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
-            yield from batch.to_pylist()
-        return
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not a JSON line ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield row
 
 
 def iter_manifest(path: str | Path, options: ManifestOptions = ManifestOptions()) -> Iterator[tuple[str, str]]:
     """(clip_id, video path) for every row of a jsonl / parquet manifest, streamed."""
+    from clipvip.data.datasets import _iter_manifest
+
     path = Path(path)
-    root = Path(options.video_root) if options.video_root else path.parent
-    video_key = options.video_key
-    for n, row in enumerate(_iter_manifest_rows(path)):
-        if options.id_key not in row:
+    root = options.video_root
+    for n, row in enumerate(_iter_manifest(os.fspath(path)), 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: row {n} is not an object but {type(row).__name__}")
+        if row.get(options.id_key) in (None, ""):
             raise ValueError(f"{path}: row {n} has no {options.id_key!r} field (keys: {sorted(row)})")
         clip_id = str(row[options.id_key])
         if options.video_template:
             try:
                 video = options.video_template.format(root=root, **row)
             except KeyError as e:
-                raise ValueError(f"{path}: row {n}: video template needs field {e}") from None
+                raise ValueError(f"{path}: row {n}: the video template needs field {e}") from None
+            yield clip_id, video  # the template places {root} itself
+            continue
+        if options.video_key:
+            if row.get(options.video_key) in (None, ""):
+                raise ValueError(f"{path}: row {n} has no {options.video_key!r} field (keys: {sorted(row)})")
+            video = str(row[options.video_key])
         else:
-            if video_key is None:
-                video_key = next((k for k in VIDEO_KEYS if k in row), None)
-                if video_key is None:
-                    raise ValueError(
-                        f"{path}: no video path column (tried {', '.join(VIDEO_KEYS)}); "
-                        "name one with --video-key or give --video-template"
-                    )
-            if video_key not in row:
-                raise ValueError(f"{path}: row {n} has no {video_key!r} field")
-            video = str(row[video_key])
-            if not os.path.isabs(video):
-                video = str(root / video)
+            video = str(row.get("video") or row.get("path") or f"{clip_id}.mp4")
+        if not os.path.isabs(video) and "://" not in video:
+            video = os.path.join(root, video)
         yield clip_id, video
 
 
 def iter_shard_samples(tar_path: str | Path, id_key: str = "clip_id") -> Iterator[tuple[str, str, bytes]]:
     """(clip_id, video extension, video bytes) for each sample of a video2dataset-style tar, streamed.
 
-    WebDataset groups a sample's members by key (``key.mp4``, ``key.txt``, ``key.json``) and writes them
-    consecutively; the clip id is the json's ``id_key`` when present, else the key. Samples without a video member
-    are skipped."""
+    Same grouping and clip-id rule as ``PretrainDataset`` (the json's ``id_key``, else the key). Samples without a
+    video member are skipped with a warning; an unreadable tar raises ValueError naming it."""
+    from clipvip.data.datasets import _iter_tar
+    from clipvip.video import VIDEO_EXTENSIONS
+
     tar_path = Path(tar_path)
-
-    def emit(key: str, members: dict[str, bytes]) -> Iterator[tuple[str, str, bytes]]:
-        ext = next((e for e in VIDEO_EXTS if e in members), None)
-        if ext is None:
-            log.warning("%s: sample %r has no video member (%s); skipped", tar_path, key, ", ".join(members))
-            return
-        clip_id = key
-        if "json" in members:
-            try:
-                meta = json.loads(members["json"])
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                meta = {}
-            if isinstance(meta, dict) and meta.get(id_key) not in (None, ""):
-                clip_id = str(meta[id_key])
-        yield clip_id, ext, members[ext]
-
     try:
-        with tarfile.open(tar_path, mode="r|*") as tf:
-            key, members = None, {}
-            for info in tf:
-                if not info.isfile():
-                    continue
-                name = info.name.rsplit("/", 1)[-1]
-                base, _, ext = name.partition(".")
-                full_key = info.name[: len(info.name) - len(name)] + base
-                if full_key != key:
-                    if key is not None:
-                        yield from emit(key.rsplit("/", 1)[-1], members)
-                    key, members = full_key, {}
-                fobj = tf.extractfile(info)
-                members[ext.lower()] = fobj.read() if fobj is not None else b""
-            if key is not None:
-                yield from emit(key.rsplit("/", 1)[-1], members)
-    except tarfile.TarError as e:
+        for key, members in _iter_tar(os.fspath(tar_path)):
+            ext = next((e for e in members if "." + e in VIDEO_EXTENSIONS), None)
+            if ext is None:
+                log.warning("%s: sample %r has no video member (%s); skipped", tar_path, key, ", ".join(members))
+                continue
+            meta: Any = {}
+            if "json" in members:
+                try:
+                    meta = json.loads(members["json"].decode("utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    meta = {}
+            cid = meta.get(id_key) if isinstance(meta, dict) else None
+            yield (str(cid) if cid not in (None, "") else os.path.basename(key)), ext, members[ext]
+    except (tarfile.TarError, OSError) as e:
         raise ValueError(f"{tar_path}: not a readable tar shard ({e})") from None
-
-
-def _expand_braces(pattern: str) -> list[str]:
-    """WebDataset's ``shard-{00000..00099}.tar`` notation (zero padding kept)."""
-    m = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
-    if not m:
-        return [pattern]
-    lo, hi = m.group(1), m.group(2)
-    width = len(lo) if lo.startswith("0") else 0
-    out = []
-    for i in range(int(lo), int(hi) + 1):
-        out.extend(_expand_braces(pattern[: m.start()] + str(i).zfill(width) + pattern[m.end() :]))
-    return out
 
 
 @dataclass(frozen=True)
@@ -207,24 +154,22 @@ class CaptionInput:
     @classmethod
     def resolve(cls, specs: Sequence[str], manifest_options: ManifestOptions = ManifestOptions()) -> CaptionInput:
         """Manifest files, tar files, folders of tars, globs or ``{a..b}`` patterns -> a sorted, checked input."""
+        from clipvip.data.datasets import expand_shards
+
         manifests, shards = [], []
         for spec in specs:
             paths: list[str] = []
-            for pat in _expand_braces(spec):
-                if glob.has_magic(pat):
-                    hits = sorted(glob.glob(pat))
-                    if not hits:
-                        raise FileNotFoundError(f"{pat}: no file matches")
-                    paths.extend(hits)
-                elif os.path.isdir(pat):
-                    hits = sorted(str(p) for p in Path(pat).glob("*.tar"))
-                    if not hits:
-                        raise FileNotFoundError(f"{pat}: folder holds no .tar shards")
-                    paths.extend(hits)
-                else:
-                    if not os.path.exists(pat):
-                        raise FileNotFoundError(f"{pat}: no such manifest or shard")
-                    paths.append(pat)
+            if os.path.isdir(spec):
+                paths = sorted(str(p) for p in Path(spec).glob("*.tar"))
+                if not paths:
+                    raise FileNotFoundError(f"{spec}: folder holds no .tar shards")
+            else:
+                paths = expand_shards(spec)
+                if not paths:
+                    raise FileNotFoundError(f"{spec}: no file matches")
+                for p in paths:
+                    if not os.path.exists(p):
+                        raise FileNotFoundError(f"{p}: no such manifest or shard")
             for p in paths:
                 if p.endswith(".tar") or p.endswith(".tar.gz") or p.endswith(".tgz"):
                     shards.append(p)
@@ -304,22 +249,26 @@ class FrameStream(torch.utils.data.IterableDataset):
             return FrameItem(clip_id, source, error=f"{type(e).__name__}: {e}")
 
     def _iter_manifests(self, worker: int, num_workers: int) -> Iterator[FrameItem]:
+        seen: set[str] = set()  # a clip listed twice goes to the same worker: caption it once
         for manifest in self.inputs.manifests:
             for clip_id, path in iter_manifest(manifest, self.inputs.manifest_options):
                 h = stable_hash(clip_id)
                 if h % self.world_size != self.rank or (h // self.world_size) % num_workers != worker:
                     continue
-                if clip_id in self.skip:
+                if clip_id in self.skip or clip_id in seen:
                     continue
+                seen.add(clip_id)
                 yield self._read(clip_id, path, path)
 
     def _iter_shards(self, shards: Iterable[str]) -> Iterator[FrameItem]:
+        seen: set[str] = set()
         with tempfile.TemporaryDirectory(prefix="clipvip-caption-") as tmp:
             for shard in shards:
                 try:
                     for clip_id, ext, data in iter_shard_samples(shard, self.inputs.manifest_options.id_key):
-                        if clip_id in self.skip:
+                        if clip_id in self.skip or clip_id in seen:
                             continue
+                        seen.add(clip_id)
                         path = os.path.join(tmp, f"clip.{ext}")
                         with open(path, "wb") as f:
                             f.write(data)
@@ -431,9 +380,7 @@ class Captioner:
         else:
             inputs = dict(self.image_processor(images=images, return_tensors="pt"))
         inputs.pop("token_type_ids", None)  # tokenizer by-product that generate() rejects
-        inputs = {
-            k: v.to(self.device, dtype=self.dtype if v.is_floating_point() else None) for k, v in inputs.items()
-        }
+        inputs = {k: v.to(self.device, dtype=self.dtype if v.is_floating_point() else None) for k, v in inputs.items()}
         out = self.model.generate(
             **inputs,
             num_beams=self.config.num_beams,
@@ -512,25 +459,20 @@ def repair_jsonl(path: str | Path) -> int:
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a jsonl file; a bad line raises naming the file and line (a partial last line is tolerated)."""
+    """Records of a jsonl file, streamed; a bad line raises naming the file and line, except a half-written
+    last line (no newline), which a crashed writer can leave and which is skipped with a warning."""
     path = Path(path)
     with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as e:
-            if lineno == len(lines) and not line.endswith("\n"):
-                log.warning("%s:%d: ignoring a half-written last line", path, lineno)
-                return
-            raise ValueError(f"{path}:{lineno}: corrupt line ({e.msg})") from None
-
-
-def read_captions(path: str | Path) -> dict[str, str]:
-    """clip_id -> caption from a captions jsonl (what the OCL data set uses as C)."""
-    return {str(r["clip_id"]): r["caption"] for r in read_jsonl(path)}
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                if not line.endswith("\n"):  # only the last line of a file can lack its newline
+                    log.warning("%s:%d: ignoring a half-written last line", path, lineno)
+                    return
+                raise ValueError(f"{path}:{lineno}: corrupt line ({e.msg})") from None
 
 
 def _done_ids(out: Path, keep: Callable[[str], bool], include_failed: bool) -> set[str]:
@@ -558,7 +500,7 @@ class _Appender:
     def __init__(self, path: Path) -> None:
         repair_jsonl(path)
         self.path = path
-        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._f = open(path, "a", encoding="utf-8")  # closed in close()
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -657,7 +599,8 @@ class CaptionReport:
     world_size: int
     captioned: int  # new captions written by this run
     already_done: int  # clips of this rank skipped because a previous run captioned them (or failed them)
-    failed: list[dict[str, str]]  # this run's failures: clip_id, source, error
+    num_failed: int  # clips this run could not read (all listed in the failed-*.jsonl part / OUT's failed file)
+    failed: list[dict[str, str]]  # the first MAX_REPORTED_FAILURES of them: clip_id, source, error
     finished: bool  # this rank's input is exhausted (False when stopped by ``limit``)
     merge: MergeReport | None
     part: str
@@ -698,12 +641,10 @@ def run_captioning(
     writer = _Appender(part_file)
     failed_writer = _Appender(pdir / _part_name("failed", rank, world))
     failed: list[dict[str, str]] = []
-    captioned = 0
+    captioned = num_failed = 0
     finished = True
     batch: list[FrameItem] = []
-    bar = tqdm(
-        desc=f"caption rank {rank}/{world}", unit="clip", disable=not config.progress or None, position=rank
-    )
+    bar = tqdm(desc=f"caption rank {rank}/{world}", unit="clip", disable=not config.progress or None, position=rank)
 
     def flush() -> None:
         nonlocal captioned
@@ -718,9 +659,11 @@ def run_captioning(
             if item.error is not None:
                 rec = {"clip_id": item.clip_id, "source": item.source, "error": item.error}
                 log.warning("skipped %s (%s): %s", item.clip_id, item.source, item.error)
-                failed.append(rec)
+                num_failed += 1
+                if len(failed) < MAX_REPORTED_FAILURES:
+                    failed.append(rec)
                 failed_writer.write([rec])
-                bar.set_postfix(failed=len(failed))
+                bar.set_postfix(failed=num_failed)
                 continue
             if config.limit is not None and captioned + len(batch) >= config.limit:
                 finished = False
@@ -741,8 +684,13 @@ def run_captioning(
         markers = [pdir / _part_name("done", r, world, "json") for r in range(world)]
         if config.merge and all(m.exists() for m in markers):
             merge = merge_parts(out)
-            log.info("merged %d captions into %s (%d failed listed in %s)", merge.captions, out, merge.failed,
-                     merge.failed_out)
+            log.info(
+                "merged %d captions into %s (%d failed listed in %s)",
+                merge.captions,
+                out,
+                merge.failed,
+                merge.failed_out,
+            )
             if world == 1:  # nobody else can be reading the parts: keep only the merged output
                 shutil.rmtree(pdir, ignore_errors=True)
     return CaptionReport(
@@ -750,6 +698,7 @@ def run_captioning(
         world_size=world,
         captioned=captioned,
         already_done=len(skip),
+        num_failed=num_failed,
         failed=failed,
         finished=finished,
         merge=merge,

@@ -104,8 +104,9 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         sizes, m = ctx.sizes, ctx.max
         parts = grad.split(sizes, dim=0)
-        full = torch.cat([p if p.shape[0] == m else torch.cat([p, p.new_zeros((m - p.shape[0], *p.shape[1:]))])
-                          for p in parts]).contiguous()
+        full = torch.cat(
+            [p if p.shape[0] == m else torch.cat([p, p.new_zeros((m - p.shape[0], *p.shape[1:]))]) for p in parts]
+        ).contiguous()
         dist.all_reduce(full, op=dist.ReduceOp.SUM)
         start = ctx.rank * m
         return full[start : start + sizes[ctx.rank]]

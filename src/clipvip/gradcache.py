@@ -128,7 +128,8 @@ class GradCache:
                         f"{name!r} chunk {i}: re-run gave {tuple(emb.shape)}, first pass "
                         f"{tuple(cached[i].shape)} (is the encoder deterministic?)"
                     )
-                emb.backward(cached[i].to(emb.dtype))  # params.grad += (d emb / d params)^T cached
+                if emb.requires_grad:  # a frozen encoder (no trainable parameters) needs no backward
+                    emb.backward(cached[i].to(emb.dtype))  # params.grad += (d emb / d params)^T cached
         return loss.detach()
 
 

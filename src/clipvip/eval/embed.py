@@ -229,6 +229,10 @@ def _describe(value: Any, depth: int = 0) -> Any:
     return None
 
 
+# dataset attributes that do not change what an eval run computes (or are hashed separately above)
+_NOT_DATA = frozenset({"texts", "text_to_video", "threads", "timeout", "epoch", "missing", "num_workers"})
+
+
 def data_fingerprint(dataset: Any, extra: dict[str, Any] | None = None) -> str:
     """sha256 describing an evaluation dataset: its ``cache_key()`` if it has one, else its texts, text -> video
     map, size and the simple settings it stores (frames, resolution, annotation paths with size + mtime)."""
@@ -243,9 +247,9 @@ def data_fingerprint(dataset: Any, extra: dict[str, Any] | None = None) -> str:
             h.update(b"\0")
         h.update(np.asarray(getattr(dataset, "text_to_video", []), dtype=np.int64).tobytes())
         settings = {k: _describe(v) for k, v in sorted(vars(dataset).items()) if not k.startswith("_")}
-        settings = {k: v for k, v in settings.items() if v is not None and k not in ("texts", "text_to_video")}
+        settings = {k: v for k, v in settings.items() if v is not None and k not in _NOT_DATA}
         h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-        for name in ("video_paths", "videos", "video_ids"):
+        for name in ("paths", "video_paths", "videos", "video_ids"):
             seq = getattr(dataset, name, None)
             if isinstance(seq, (list, tuple)):
                 for v in seq:

@@ -217,5 +217,9 @@ def evaluate_retrieval(
         query_bank_emb=bank,
         keep_ranks=keep_ranks,
     )
+    missing = getattr(dataset, "missing", None)  # videos whose files were not found (dropped with their texts)
+    if missing:
+        out["counts"]["missing_files"] = len(missing)
+        log.warning("%d videos of the annotation have no file and are not evaluated", len(missing))
     out["from_cache"] = cached
     return out

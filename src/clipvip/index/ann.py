@@ -127,17 +127,19 @@ class AnnIndex:
         return cls(faiss.read_index(str(path)), kind, knob)
 
 
-def build_ann(emb: np.ndarray, kind: AnnKind | Literal["auto"] = "auto", cfg: AnnConfig | None = None) -> AnnIndex | None:
+def build_ann(
+    emb: np.ndarray, kind: AnnKind | Literal["auto"] = "auto", cfg: AnnConfig | None = None
+) -> AnnIndex | None:
     """Build (and tune) an ANN index over ``emb`` [N, E] (L2-normalised fp32). Returns None when ``kind`` resolves
     to exact search."""
-    import faiss
-
     cfg = cfg or AnnConfig()
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     n, d = emb.shape
     kind = choose_kind(n, cfg) if kind == "auto" else kind
     if kind == "exact":
         return None
+    import faiss
+
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = cfg.hnsw_ef_construction

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -90,20 +89,24 @@ def find_videos(root: str | Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_EXTENSIONS]
+        out += [
+            Path(dirpath) / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_EXTENSIONS
+        ]
     return sorted(p.resolve() for p in out)
 
 
 def windows(duration: float | None, window: float | None, stride: float | None) -> list[tuple[float, float | None]]:
-    """(start, end) seconds of each row of a video: the whole video, or fixed windows covering it (the last one
-    ends at the end of the video) when it is longer than ``window``."""
+    """(start, end) seconds of each row of a video: the whole video, or full-length windows every ``stride``
+    seconds when it is longer than ``window`` (the last one is moved back to end exactly at the end)."""
     if window is None or duration is None or duration <= window:
         return [(0.0, duration)]
     stride = stride or window
-    n = max(1, math.ceil((duration - window) / stride - 1e-9) + 1)
-    out = [(i * stride, min(i * stride + window, duration)) for i in range(n)]
-    if out[-1][1] < duration:
-        out.append((duration - window, duration))
+    out: list[tuple[float, float | None]] = []
+    s = 0.0
+    while s + window < duration - 1e-9:
+        out.append((s, s + window))
+        s += stride
+    out.append((duration - window, duration))
     return out
 
 
@@ -136,9 +139,13 @@ def _decode(job: _FileJob, num_frames: int, image_size: int, cfg: IndexConfig, t
     duration = probe(job.path).duration if cfg.window is not None else None
     clips, rows = [], []
     for start, end in windows(duration, cfg.window, cfg.stride):
-        vf = read_frames(job.path, num_frames, image_size,
-                         start=start if cfg.window is not None and duration else None,
-                         end=end if cfg.window is not None and duration else None)
+        vf = read_frames(
+            job.path,
+            num_frames,
+            image_size,
+            start=start if cfg.window is not None and duration else None,
+            end=end if cfg.window is not None and duration else None,
+        )
         duration = duration if duration is not None else vf.duration
         clips.append(normalize(vf.frames))
         rows.append((start, end))
@@ -146,9 +153,21 @@ def _decode(job: _FileJob, num_frames: int, image_size: int, cfg: IndexConfig, t
     _write_thumb(thumbs / thumb, job.path, cfg.thumb_size)
     if cfg.window is None:
         rows = [(0.0, duration)]
-    return {"clips": clips, "rows": [
-        {"path": str(job.path), "size": job.size, "mtime_ns": job.mtime_ns, "duration": duration,
-         "start": s, "end": e if e is not None else duration, "thumb": thumb} for s, e in rows]}
+    return {
+        "clips": clips,
+        "rows": [
+            {
+                "path": str(job.path),
+                "size": job.size,
+                "mtime_ns": job.mtime_ns,
+                "duration": duration,
+                "start": s,
+                "end": e if e is not None else duration,
+                "thumb": thumb,
+            }
+            for s, e in rows
+        ],
+    }
 
 
 def _prefetch(jobs: list[_FileJob], fn: Any, workers: int) -> Iterator[tuple[_FileJob, Future]]:
@@ -226,20 +245,36 @@ def build_index(
     num_frames = cfg.num_frames or model.config.num_frames
     image_size = model.config.vision.image_size
     fingerprint = model_fingerprint(model)
-    settings = {"num_frames": num_frames, "image_size": image_size, "window": cfg.window,
-                "stride": (cfg.stride or cfg.window) if cfg.window else None}
+    settings = {
+        "num_frames": num_frames,
+        "image_size": image_size,
+        "window": cfg.window,
+        "stride": (cfg.stride or cfg.window) if cfg.window else None,
+    }
     meta = read_meta(out) if (out / META_NAME).exists() else None
     if meta is not None:
         if meta["model"]["fingerprint"] != fingerprint:
-            raise IndexFormatError(f"{out}: built with another model ({meta['model']['path']}, fingerprint "
-                                   f"{meta['model']['fingerprint']}); use a new --out folder to index with this one")
+            raise IndexFormatError(
+                f"{out}: built with another model ({meta['model']['path']}, fingerprint "
+                f"{meta['model']['fingerprint']}); use a new --out folder to index with this one"
+            )
         if meta["settings"] != settings:
-            raise IndexFormatError(f"{out}: built with settings {meta['settings']}, asked for {settings}; "
-                                   "use a new --out folder")
+            raise IndexFormatError(
+                f"{out}: built with settings {meta['settings']}, asked for {settings}; use a new --out folder"
+            )
     else:  # record the model and settings up front so that pending chunks can never be mixed with another model
         meta = {"format": FORMAT_VERSION, "generation": None, "ann": None, "failed": [], "count": 0}
-    meta.update({"model": {"path": str(Path(model_path).resolve()), "fingerprint": fingerprint,
-                           "config": model.config.to_dict()}, "settings": settings, "root": str(video_dir)})
+    meta.update(
+        {
+            "model": {
+                "path": str(Path(model_path).resolve()),
+                "fingerprint": fingerprint,
+                "config": model.config.to_dict(),
+            },
+            "settings": settings,
+            "root": str(video_dir),
+        }
+    )
     atomic_write_json(out / META_NAME, meta)
 
     rows, emb, chunks = _load_state(out, meta)
@@ -292,8 +327,10 @@ def build_index(
                 bar.update(1)
                 continue
             with torch.inference_mode():
-                e_list = [model.encode_video(torch.stack(item["clips"][i : i + cfg.batch_size]).to(model.device))
-                          for i in range(0, len(item["clips"]), cfg.batch_size)]
+                e_list = [
+                    model.encode_video(torch.stack(item["clips"][i : i + cfg.batch_size]).to(model.device))
+                    for i in range(0, len(item["clips"]), cfg.batch_size)
+                ]
             buf_emb.append(torch.cat(e_list).cpu().numpy().astype(np.float32))
             buf_rows.extend(item["rows"])
             report.encoded += 1
@@ -316,8 +353,15 @@ def build_index(
     return report
 
 
-def _commit(out: Path, meta: dict[str, Any], rows: pd.DataFrame, emb: np.ndarray, chunks: list[Path],
-            report: BuildReport, cfg: IndexConfig) -> None:
+def _commit(
+    out: Path,
+    meta: dict[str, Any],
+    rows: pd.DataFrame,
+    emb: np.ndarray,
+    chunks: list[Path],
+    report: BuildReport,
+    cfg: IndexConfig,
+) -> None:
     """Write generation g+1 (+ ANN), switch index.json to it atomically, then delete what it replaced."""
     old_gen = meta.get("generation")
     gen = (old_gen or 0) + 1
@@ -331,8 +375,14 @@ def _commit(out: Path, meta: dict[str, Any], rows: pd.DataFrame, emb: np.ndarray
         ann.save(out / ann_file)
         ann_meta = {"kind": ann.kind, "knob": ann.knob, "file": ann_file}
         report.ann = ann.kind
-    meta.update({"generation": gen, "ann": ann_meta, "count": len(rows),
-                 "failed": [{"path": p, "error": e} for p, e in report.failed]})
+    meta.update(
+        {
+            "generation": gen,
+            "ann": ann_meta,
+            "count": len(rows),
+            "failed": [{"path": p, "error": e} for p, e in report.failed],
+        }
+    )
     atomic_write_json(out / META_NAME, meta)
     # the new generation is live: remove what it replaced (a crash here only leaves garbage, never a bad index)
     if old_gen is not None:

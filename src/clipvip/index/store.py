@@ -63,8 +63,10 @@ def atomic_save_parquet(path: Path, df: pd.DataFrame) -> None:
 
 def model_fingerprint(model: Any) -> str:
     """sha256 over the model's config and weights (sorted by name): an index must be searched with the model
-    that built it, and a path alone does not tell whether the weights behind it changed."""
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    that built it, and a path alone does not tell whether the weights behind it changed. ``num_frames`` (how many
+    frames a reader samples by default) is left out: it is recorded in the index settings instead."""
+    cfg = {k: v for k, v in model.config.to_dict().items() if k != "num_frames"}
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -85,9 +87,18 @@ def read_meta(root: str | Path) -> dict[str, Any]:
 
 
 def empty_rows() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("size", "mtime_ns") else
-                                      "float64" if c in ("duration", "start", "end") else "object")
-                         for c in COLUMNS})
+    return pd.DataFrame(
+        {
+            c: pd.Series(
+                dtype="int64"
+                if c in ("size", "mtime_ns")
+                else "float64"
+                if c in ("duration", "start", "end")
+                else "object"
+            )
+            for c in COLUMNS
+        }
+    )
 
 
 @dataclass
@@ -111,8 +122,9 @@ class Hit:
 class VideoIndex:
     """A consolidated index opened for search. Embeddings are memory-mapped; ANN is used when one was built."""
 
-    def __init__(self, root: Path, meta: dict[str, Any], rows: pd.DataFrame, emb: np.ndarray,
-                 ann: AnnIndex | None) -> None:
+    def __init__(
+        self, root: Path, meta: dict[str, Any], rows: pd.DataFrame, emb: np.ndarray, ann: AnnIndex | None
+    ) -> None:
         self.root, self.meta, self.rows, self.emb, self.ann = root, meta, rows, emb, ann
         if len(rows) != len(emb):
             raise IndexFormatError(f"{root}: {len(rows)} metadata rows but {len(emb)} embeddings")
@@ -123,12 +135,14 @@ class VideoIndex:
 
     @classmethod
     def open(cls, root: str | Path, use_ann: bool = True) -> VideoIndex:
-        root = Path(root)
+        root = Path(root).resolve()
         meta = read_meta(root)
         gen = meta.get("generation")
         if gen is None:
-            raise IndexFormatError(f"{root}: the index has no finished build yet (an interrupted first run?); "
-                              "run `clipvip index` again to finish it")
+            raise IndexFormatError(
+                f"{root}: the index has no finished build yet (an interrupted first run?); "
+                "run `clipvip index` again to finish it"
+            )
         try:
             emb = np.load(root / f"data-{gen}.npy", mmap_mode="r")
             rows = pd.read_parquet(root / f"data-{gen}.parquet")
@@ -155,8 +169,9 @@ class VideoIndex:
         s, i = exact_topk(self.emb, q[None], n)
         return s[0], i[0]
 
-    def search(self, query: np.ndarray, k: int = 10, per_video: bool = True,
-               exclude_video: int | None = None) -> list[Hit]:
+    def search(
+        self, query: np.ndarray, k: int = 10, per_video: bool = True, exclude_video: int | None = None
+    ) -> list[Hit]:
         """Top-``k`` rows by cosine similarity to ``query`` [E] (L2-normalised). ``per_video``: keep only the
         best window of each video (otherwise one long video can fill the page). ``exclude_video``: drop that
         video (``more like this`` should not return the video itself)."""
@@ -175,8 +190,9 @@ class VideoIndex:
                 return hits
             n = min(n_total, n * 4)
 
-    def _collect(self, scores: np.ndarray, ids: np.ndarray, k: int, per_video: bool,
-                 exclude_video: int | None) -> list[Hit]:
+    def _collect(
+        self, scores: np.ndarray, ids: np.ndarray, k: int, per_video: bool, exclude_video: int | None
+    ) -> list[Hit]:
         hits: list[Hit] = []
         seen: set[int] = set()
         for s, r in zip(scores.tolist(), ids.tolist(), strict=True):
@@ -188,14 +204,25 @@ class VideoIndex:
             end = None if pd.isna(row["end"]) else float(row["end"])
             dur = None if pd.isna(row["duration"]) else float(row["duration"])
             thumb = self.thumb_path(r)
-            hits.append(Hit(len(hits) + 1, int(r), v, str(row["path"]), float(s), float(row["start"]), end, dur,
-                            str(thumb) if thumb else None))
+            hits.append(
+                Hit(
+                    len(hits) + 1,
+                    int(r),
+                    v,
+                    str(row["path"]),
+                    float(s),
+                    float(row["start"]),
+                    end,
+                    dur,
+                    str(thumb) if thumb else None,
+                )
+            )
             if len(hits) == k:
                 break
         return hits
 
     def similar(self, row: int, k: int = 10) -> list[Hit]:
-        """"More like this": the stored embedding of ``row`` as the query, its own video excluded."""
+        """ "More like this": the stored embedding of ``row`` as the query, its own video excluded."""
         if not 0 <= row < len(self):
             raise KeyError(f"row {row} not in index {self.root} (0..{len(self) - 1})")
         return self.search(np.asarray(self.emb[row]), k, exclude_video=int(self.row_video[row]))
@@ -209,6 +236,8 @@ def load_index_model(index: VideoIndex, model_path: str | Path | None = None) ->
     path = model_path or index.meta["model"]["path"]
     model = clipvip.load(path, num_frames=index.meta["settings"]["num_frames"])
     if model_fingerprint(model) != index.meta["model"]["fingerprint"]:
-        raise IndexFormatError(f"{path}: not the model index {index.root} was built with "
-                               f"(fingerprint {index.meta['model']['fingerprint']}); pass that model with --model")
+        raise IndexFormatError(
+            f"{path}: not the model index {index.root} was built with "
+            f"(fingerprint {index.meta['model']['fingerprint']}); pass that model with --model"
+        )
     return model.eval()

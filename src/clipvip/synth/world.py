@@ -1,6 +1,6 @@
 """A seeded synthetic video-language world written to real files (videos, images, manifests).
 
-Layout of ``root`` (every manifest is JSON lines; videos are ``videos/{clip_id}.mp4``, images ``images/{id}.png``):
+Layout of ``root`` (every manifest is JSON lines; videos are ``videos/{split}/{clip_id}.mp4``, images ``images/{id}.png``):
 
 - ``images.jsonl``   {"clip_id", "text"}: still scenes and static captions (the image-text "CLIP" stage)
 - ``pretrain.jsonl`` {"clip_id", "subtitle", "caption", "captioner"}: the post-pretraining corpus; ``caption``
@@ -39,6 +39,11 @@ from clipvip.synth.scene import (
     sample_image,
 )
 from clipvip.synth.text import SyntheticFrameCaptioner, caption, captions, static_description, subtitle
+
+
+# Lossless (crf 0): a clip and its time-reversed twin decode to exactly reversed frames. One keyframe per clip
+# (no scene-cut I-frames): 8-frame clips gain nothing from more, and it keeps decoding to one sequential pass.
+VIDEO_OPTIONS: dict[str, str] = {"crf": "0", "x264-params": "scenecut=0"}
 
 
 @dataclass
@@ -98,6 +103,7 @@ class World:
     train: list[dict[str, Any]] = field(default_factory=list)
     test: list[dict[str, Any]] = field(default_factory=list)
     specs: dict[str, ClipSpec] = field(default_factory=dict)
+    split_of: dict[str, str] = field(default_factory=dict)  # clip id -> "pretrain" / "train" / "test"
 
     @property
     def video_dir(self) -> Path:
@@ -108,7 +114,8 @@ class World:
         return self.root / "images"
 
     def video_path(self, clip_id: str) -> Path:
-        return self.video_dir / f"{clip_id}.mp4"
+        """``videos/{split}/{clip_id}.mp4``: one folder per split, so e.g. the test folder can be indexed alone."""
+        return self.video_dir / self.split_of[clip_id] / f"{clip_id}.mp4"
 
     def image_path(self, image_id: str) -> Path:
         return self.image_dir / f"{image_id}.png"
@@ -163,6 +170,7 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
     pre = [clip(f"pre{i:05d}", str(rng.choice(cfg.motions))) for i in range(cfg.num_pretrain)]
     for i, spec in enumerate(pre):
         world.specs[spec.clip_id] = spec
+        world.split_of[spec.clip_id] = "pretrain"
         # "another clip" = a neighbour in the stream, as ASR drifts across cuts of one long video
         other = pre[(i + int(rng.choice([-1, 1]))) % len(pre)]
         sub = subtitle(spec, rng, other, cfg.p_subtitle_other, cfg.p_subtitle_chatter, cfg.p_subtitle_motion)
@@ -173,6 +181,7 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
     for i in range(cfg.num_train):
         spec = clip(f"train{i:05d}", str(rng.choice(cfg.motions)))
         world.specs[spec.clip_id] = spec
+        world.split_of[spec.clip_id] = "train"
         world.train.append({"clip_id": spec.clip_id, "text": captions(spec, cfg.captions_per_train_clip)})
 
     seen: set[str] = set()
@@ -191,6 +200,7 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
         seen.update((ca, cb))
         for spec, text, twin in ((a, ca, b.clip_id), (b, cb, a.clip_id)):
             world.specs[spec.clip_id] = spec
+            world.split_of[spec.clip_id] = "test"
             world.test.append({"clip_id": spec.clip_id, "text": text, "motion": spec.main.motion, "twin": twin})
         pairs += 1
     return world
@@ -203,8 +213,8 @@ def generate_world(config: WorldConfig, root: str | Path, progress: bool = True)
     world = plan_world(config, root)
     meta_path = root / "world.json"
     if meta_path.exists():
-        old = json.loads(meta_path.read_text()).get("config")
-        if old != config.to_dict():
+        old = json.loads(meta_path.read_text())
+        if old.get("config") != config.to_dict() or old.get("video_options") != VIDEO_OPTIONS:
             raise ValueError(f"{meta_path}: a world with a different config is already there; use another folder")
     from clipvip.video import write_video
 
@@ -217,11 +227,10 @@ def generate_world(config: WorldConfig, root: str | Path, progress: bool = True)
     todo = [c for c in clip_ids if not world.video_path(c).exists()]
     for cid in tqdm(todo, desc="world: videos", disable=not progress or not todo, leave=False):
         frames = render_clip(world.specs[cid], cfg.num_frames, cfg.frame_size)
-        # lossless (crf 0): a clip and its time-reversed twin decode to exactly reversed frames
-        write_video(world.video_path(cid), frames, fps=cfg.fps, options={"crf": "0"})
+        write_video(world.video_path(cid), frames, fps=cfg.fps, options=VIDEO_OPTIONS)
     for split in ("images", "pretrain", "train", "test"):
         _write_jsonl(world.manifest(split), getattr(world, split))
-    meta = {"config": cfg.to_dict(), "specs": {k: _spec_to_dict(v) for k, v in world.specs.items()}}
+    meta = {"config": cfg.to_dict(), "video_options": VIDEO_OPTIONS, "specs": {k: _spec_to_dict(v) for k, v in world.specs.items()}}
     tmp = meta_path.with_name(".world.json.tmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, meta_path)

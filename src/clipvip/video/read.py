@@ -28,6 +28,7 @@ Why this design:
 from __future__ import annotations
 
 import bisect
+import io
 import math
 import os
 import time
@@ -39,6 +40,7 @@ from typing import Literal
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {".mp4", ".m4v", ".avi", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts",
@@ -68,12 +70,13 @@ class VideoDecodeError(Exception):
 
 @dataclass
 class VideoFrames:
-    """Frames read from one file. ``timestamps`` are seconds from the stream start of the frames used."""
+    """Frames read from one file. ``timestamps``: seconds (from the first frame) of the frames used."""
 
     frames: torch.Tensor  # uint8 [T, 3, size, size]
     timestamps: list[float]
     duration: float | None
     path: str
+    middle: torch.Tensor | None = None  # uint8 [1, 3, size, size] when read with ``with_middle=True``
 
 
 @dataclass
@@ -137,14 +140,22 @@ class _Deadline:
 
 
 class _Fallback(Exception):
-    """Internal: the fast (pts + seek) path cannot be trusted for this file; decode sequentially instead."""
+    """Internal: the fast (pts + seek) path cannot be trusted for this file. ``str(e)`` is "seek" (seeking
+    misbehaved: decode front to back by pts) or "pts" (timestamps unusable: count decoded frames)."""
 
 
 def _is_url(path: str) -> bool:
     return "://" in path
 
 
-def _open(path: str, timeout: float) -> av.container.InputContainer:
+def _open(path: str, timeout: float, data: bytes | None = None) -> av.container.InputContainer:
+    if data is not None:
+        if not data:
+            raise VideoDecodeError(path, "file is empty")
+        try:
+            return av.open(io.BytesIO(data), timeout=timeout)
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(path, f"cannot open: {e}") from e
     if not _is_url(path):
         if not os.path.exists(path):
             raise VideoDecodeError(path, "file does not exist")
@@ -187,6 +198,20 @@ class _Index:
     fps: float | None
 
 
+def _first_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream, deadline: _Deadline) -> int:
+    """pts of the first frame in presentation order (min over the first packets: B-frames reorder)."""
+    first: list[int] = []
+    for packet in container.demux(stream):
+        deadline.check()
+        if packet.pts is not None and not packet.is_corrupt:
+            first.append(packet.pts)
+        if len(first) >= 32:
+            break
+    if not first:
+        raise _Fallback("pts")
+    return min(first)
+
+
 def _build_index(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
@@ -198,8 +223,8 @@ def _build_index(
     """Demux (no decoding) to list every frame's pts and the keyframes (within [start, end] if given)."""
     tb = float(stream.time_base) if stream.time_base else None
     if tb is None:
-        raise _Fallback()
-    origin = stream.start_time if stream.start_time is not None else 0
+        raise _Fallback("pts")
+    origin = _first_pts(container, stream, deadline) if start is not None else None
     duration = None
     if stream.duration is not None:
         duration = stream.duration * tb
@@ -208,23 +233,25 @@ def _build_index(
     fps = float(stream.average_rate) if stream.average_rate else (
         float(stream.guessed_rate) if stream.guessed_rate else None
     )  # fmt: skip
-    lo = None if start is None else origin + math.floor(start / tb)
+    lo = None if origin is None else origin + math.floor(start / tb)
     hi = None if end is None else origin + math.ceil(end / tb)
     # B-frame reordering: keep demuxing a little past `end` so late-arriving smaller pts are not lost
     hi_stop = None if hi is None else hi + math.ceil(2.0 / tb)
     pts: list[int] = []
     keys: list[int] = []
     try:
-        if lo is not None and lo > origin:
-            container.seek(lo, stream=stream, backward=True)
+        if lo is not None:
+            container.seek(max(lo, origin), stream=stream, backward=True)
         for packet in container.demux(stream):
             deadline.check()
             if packet.pts is None:
                 if packet.size:
-                    raise _Fallback()  # packets without timestamps: only counting output frames works
+                    raise _Fallback("pts")  # packets without timestamps: only counting output frames works
                 continue
             if hi_stop is not None and packet.pts > hi_stop and (packet.dts is None or packet.dts > hi_stop):
                 break
+            if packet.is_corrupt:
+                continue  # e.g. the cut-off last packet of a truncated file: not a frame we can return
             if packet.is_keyframe:
                 keys.append(packet.pts)
             if (lo is None or packet.pts >= lo) and (hi is None or packet.pts <= hi):
@@ -236,9 +263,11 @@ def _build_index(
     pts.sort()
     keys.sort()
     if len(set(pts)) != len(pts):
-        raise _Fallback()  # duplicate timestamps: pts cannot identify frames
+        raise _Fallback("pts")  # duplicate timestamps: pts cannot identify frames
     if not keys:
-        raise _Fallback()
+        raise _Fallback("pts")
+    if origin is None:
+        origin = pts[0] if pts else 0  # time 0 = the first frame (not the container's start_time)
     if duration is None and pts:
         duration = (pts[-1] - origin) * tb
     return _Index(pts=pts, key_pts=keys, origin=origin, time_base=tb, duration=duration, fps=fps)
@@ -253,7 +282,9 @@ def _setup_decoder(stream: av.video.stream.VideoStream, threads: int | None) -> 
         cc.thread_count = threads or 0
 
 
-def _convert(frame: av.VideoFrame, size: int, resize: ResizeMode) -> np.ndarray:
+def _convert(
+    frame: av.VideoFrame, size: int, resize: ResizeMode, reformatter: VideoReformatter | None = None
+) -> np.ndarray:
     """One decoded frame -> uint8 [size, size, 3] RGB, scaled by FFmpeg (bicubic), rotation applied."""
     w, h = frame.width, frame.height
     if resize == "squash":
@@ -263,7 +294,9 @@ def _convert(frame: av.VideoFrame, size: int, resize: ResizeMode) -> np.ndarray:
         tw, th = max(size, round(w * scale)), max(size, round(h * scale))
     else:
         raise ValueError(f"resize must be 'squash' or 'crop', got {resize!r}")
-    arr = frame.reformat(width=tw, height=th, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    if reformatter is None:
+        reformatter = VideoReformatter()
+    arr = reformatter.reformat(frame, width=tw, height=th, format="rgb24", interpolation="BICUBIC").to_ndarray()
     if resize == "crop":
         top, left = (th - size) // 2, (tw - size) // 2
         arr = arr[top : top + size, left : left + size]
@@ -277,16 +310,26 @@ def _convert(frame: av.VideoFrame, size: int, resize: ResizeMode) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+Opener = Callable[[], tuple[av.container.InputContainer, av.video.stream.VideoStream]]
+
+# containers whose seeking is approximate (no index): decode them front to back instead
+_NO_SEEK_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo", "h264", "hevc", "m4v"})
+# containers where a packet's pts is the pts of the frame it codes (not so in AVI: packed B-frames), so
+# unwanted non-reference frames can be skipped by packet
+_PTS_PER_PACKET_FORMATS = frozenset({"mov", "matroska"})
+
+
 def _decode_by_pts(
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
+    opener: Opener,
     targets: list[int],
     keys: list[int],
     deadline: _Deadline,
     convert: Callable[[av.VideoFrame], np.ndarray],
+    allow_seek: bool,
 ) -> dict[int, np.ndarray]:
     """Decode the frames with the given pts (sorted, unique), seeking to the keyframe before each one when
-    that skips work. Raises _Fallback when the stream's timestamps cannot be trusted."""
+    that skips work. Raises _Fallback("seek") when seeking misbehaves and _Fallback("pts") when the stream's
+    timestamps cannot identify frames."""
 
     def key_before(t: int) -> int:
         i = bisect.bisect_right(keys, t) - 1
@@ -294,41 +337,63 @@ def _decode_by_pts(
 
     out: dict[int, np.ndarray] = {}
     pos = 0
-    while pos < len(targets):
-        seek_to = key_before(targets[pos])
-        container.seek(seek_to, stream=stream, backward=True)
-        last = None
-        first = True
-        advanced = False
-        for packet in container.demux(stream):
-            deadline.check()
-            for frame in packet.decode():
-                p = frame.pts
-                if p is None:
-                    raise _Fallback()
-                if last is not None and p < last:
-                    raise _Fallback()  # output timestamps not monotonic (e.g. packed B-frames in AVI)
-                if first and p > targets[pos]:
-                    raise _Fallback()  # seek landed after the frame we want
-                first = False
-                last = p
-                while pos < len(targets) and p >= targets[pos]:
-                    out[targets[pos]] = convert(frame)
-                    pos += 1
-                if pos == len(targets):
-                    return out
-            if last is not None and key_before(targets[pos]) > last:
-                advanced = True
-                break  # a keyframe lies between here and the next target: seek instead of decoding through
-        if not advanced:
-            break  # end of stream with targets left
-    if pos < len(targets):
-        raise _Fallback()
-    return out
+    wanted = set(targets)
+    container, stream = opener()
+    cc = stream.codec_context
+    try:
+        fmt = container.format.name.split(",")[0]
+        if allow_seek and fmt in _NO_SEEK_FORMATS:
+            allow_seek = False
+        skip_unwanted = fmt in _PTS_PER_PACKET_FORMATS
+        fresh = True
+        while pos < len(targets):
+            seek_to = key_before(targets[pos])
+            seeked = not fresh or (allow_seek and seek_to != keys[0])
+            if seeked:
+                container.seek(seek_to, stream=stream, backward=True)
+            last = None
+            first = True
+            advanced = False
+            for packet in container.demux(stream):
+                deadline.check()
+                # a packet carries its own frame's pts: frames nobody references and nobody wants are not
+                # decoded at all (FFmpeg's skip_frame=NONREF, set per packet)
+                if skip_unwanted:
+                    cc.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
+                for frame in packet.decode():
+                    p = frame.pts
+                    if p is None:
+                        raise _Fallback("pts")
+                    if frame.is_corrupt:
+                        if p >= targets[pos]:
+                            raise _Fallback("pts")  # a wanted frame is damaged: count the good frames instead
+                        continue
+                    if last is not None and p < last:
+                        raise _Fallback("pts")  # output pts not monotonic (e.g. packed B-frames in AVI)
+                    if first and seeked and p > targets[pos]:
+                        raise _Fallback("seek")  # seek landed after the frame we want
+                    if p > targets[pos]:
+                        raise _Fallback("pts")  # the decoder never produced a frame the packets promised
+                    first = False
+                    last = p
+                    if p == targets[pos]:
+                        out[p] = convert(frame)
+                        pos += 1
+                    if pos == len(targets):
+                        return out
+                if allow_seek and last is not None and key_before(targets[pos]) > last:
+                    advanced = True
+                    break  # a keyframe lies between here and the next target: seek, don't decode through
+            fresh = False
+            if not advanced:
+                break  # end of stream with targets left
+    finally:
+        container.close()
+    raise _Fallback("pts")
 
 
 def _decode_by_count(
-    opener: Callable[[], tuple[av.container.InputContainer, av.video.stream.VideoStream]],
+    opener: Opener,
     pick: Callable[[int], np.ndarray],
     n_hint: int | None,
     deadline: _Deadline,
@@ -354,6 +419,8 @@ def _decode_by_count(
                 except av.error.InvalidDataError:
                     continue  # a damaged packet: its frame is simply not counted
                 for frame in frames:
+                    if frame.is_corrupt:
+                        continue  # damaged (concealed) frames are not returned and not counted
                     if not count_only and i in want:
                         got[i] = convert(frame)
                     i += 1
@@ -396,6 +463,8 @@ def _read_video(
     end: float | None,
     timeout: float,
     threads: int | None,
+    data: bytes | None = None,
+    with_middle: bool = False,
 ) -> VideoFrames:
     deadline = _Deadline(path, timeout)
     memo: dict[int, np.ndarray] = {}
@@ -403,41 +472,52 @@ def _read_video(
 
     def pick(n: int) -> np.ndarray:  # noqa: F811  (same n -> same draw, even if a fallback path re-asks)
         if n not in memo:
-            memo[n] = sample(n)
+            idx = np.asarray(sample(n))
+            memo[n] = np.concatenate([idx, [n // 2]]) if with_middle else idx  # the middle-frame rule
         return memo[n]
 
-    def convert(frame: av.VideoFrame) -> np.ndarray:
-        return _convert(frame, size, resize)
+    reformatter = VideoReformatter()  # keeps FFmpeg's scaler context between the frames of one file
 
-    container = _open(path, timeout)
-    try:
-        stream = _pick_stream(container, path)
-        _setup_decoder(stream, threads)
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        return _convert(frame, size, resize, reformatter)
+
+    def opener() -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+        c = _open(path, timeout, data)
         try:
-            index = _build_index(container, stream, path, deadline, start, end)
+            st = _pick_stream(c, path)
+            _setup_decoder(st, threads)
+        except BaseException:
+            c.close()
+            raise
+        return c, st
+
+    try:
+        try:
+            container, stream = opener()
+            try:
+                index = _build_index(container, stream, path, deadline, start, end)
+            finally:
+                container.close()
             if not index.pts:
                 where = "" if start is None and end is None else f" in window [{start}, {end}] s"
                 raise VideoDecodeError(path, "no frames" + where)
-            indices = pick(len(index.pts))
-            wanted = [index.pts[int(i)] for i in indices]
-            got = _decode_by_pts(container, stream, sorted(set(wanted)), index.key_pts, deadline, convert)
+            wanted = [index.pts[int(i)] for i in pick(len(index.pts))]
+            targets = sorted(set(wanted))
+            try:
+                got = _decode_by_pts(opener, targets, index.key_pts, deadline, convert, allow_seek=True)
+            except _Fallback as e:
+                if str(e) != "seek":
+                    raise
+                got = _decode_by_pts(opener, targets, index.key_pts, deadline, convert, allow_seek=False)
             arrays = [got[p] for p in wanted]
             stamps = [round((p - index.origin) * index.time_base, 6) for p in wanted]
             duration = index.duration
         except _Fallback:
-            container.close()
-
-            def opener() -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-                c = _open(path, timeout)
-                s = _pick_stream(c, path)
-                _setup_decoder(s, threads)
-                return c, s
-
-            container = _open(path, timeout)
-            stream = _pick_stream(container, path)
+            container, stream = opener()
             fps = float(stream.average_rate) if stream.average_rate else None
             n_hint = stream.frames or None
             duration = container.duration / 1e6 if container.duration is not None else None
+            container.close()
             try:
                 arrays, stamps = _decode_by_count(opener, pick, n_hint, deadline, convert, fps, (start, end))
             except _NoFrames:
@@ -450,17 +530,17 @@ def _read_video(
         raise VideoDecodeError(path, f"decoding failed: {e}") from e
     except (MemoryError, OSError, ValueError, RuntimeError, IndexError) as e:
         raise VideoDecodeError(path, f"decoding failed: {type(e).__name__}: {e}") from e
-    finally:
-        container.close()
     frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    if with_middle:
+        return VideoFrames(frames[:-1], stamps[:-1], duration, path, middle=frames[-1:].clone())
     return VideoFrames(frames=frames, timestamps=stamps, duration=duration, path=path)
 
 
-def _read_image(path: str, size: int, resize: ResizeMode) -> VideoFrames:
+def _read_image(path: str, size: int, resize: ResizeMode, data: bytes | None = None) -> VideoFrames:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             im = ImageOps.exif_transpose(im)
             rgb = np.asarray(im.convert("RGB"))
     except FileNotFoundError as e:
@@ -468,8 +548,14 @@ def _read_image(path: str, size: int, resize: ResizeMode) -> VideoFrames:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise VideoDecodeError(path, f"cannot read image: {e}") from e
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    arr = _convert(frame, size, resize)
-    return VideoFrames(torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous(), [0.0], None, path)
+    arr = torch.from_numpy(_convert(frame, size, resize)).permute(2, 0, 1)[None].contiguous()
+    return VideoFrames(arr, [0.0], None, path, middle=arr)
+
+
+def _source(path: str | os.PathLike | bytes, name: str | None) -> tuple[bytes | None, str]:
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        return bytes(path), name or "<bytes>"
+    return None, os.fspath(path)
 
 
 def _is_image(path: str) -> bool:
@@ -481,7 +567,7 @@ def _is_image(path: str) -> bool:
 
 
 def read_frames(
-    path: str | os.PathLike,
+    path: str | os.PathLike | bytes,
     num_frames: int = 12,
     size: int = 224,
     mode: SampleMode = "uniform",
@@ -491,6 +577,8 @@ def read_frames(
     rng: np.random.Generator | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     threads: int | None = None,
+    with_middle: bool = False,
+    name: str | None = None,
 ) -> VideoFrames:
     """Read ``num_frames`` frames as uint8 [T, 3, size, size] (T == 1 for images; see the module docstring).
 
@@ -499,8 +587,11 @@ def read_frames(
     ``threads``: decoder threads (None = FFmpeg's choice; 1 = single-threaded, good inside many loader
     workers). Raises :class:`VideoDecodeError` for anything unreadable, including a decode slower than
     ``timeout`` seconds.
+
+    ``with_middle=True`` also returns the :func:`read_middle_frame` frame as ``.middle`` from the same decode.
+    ``path`` may be the file's bytes (e.g. a WebDataset member); ``name`` then labels it (errors, image suffix).
     """
-    path = os.fspath(path)
+    data, path = _source(path, name)
     if mode not in ("uniform", "random"):
         raise ValueError(f"mode must be 'uniform' or 'random', got {mode!r}")
     if resize not in ("squash", "crop"):
@@ -508,31 +599,32 @@ def read_frames(
     if start is not None and end is not None and end < start:
         raise ValueError(f"{path}: end ({end}) is before start ({start})")
     if _is_image(path):
-        return _read_image(path, size, resize)
+        return _read_image(path, size, resize, data)
 
     def pick(n: int) -> np.ndarray:
         return sample_indices(n, num_frames, mode, rng)
 
-    return _read_video(path, pick, size, resize, start, end, timeout, threads)
+    return _read_video(path, pick, size, resize, start, end, timeout, threads, data, with_middle)
 
 
 def read_middle_frame(
-    path: str | os.PathLike,
+    path: str | os.PathLike | bytes,
     size: int = 224,
     resize: ResizeMode = "squash",
     timeout: float = DEFAULT_TIMEOUT,
+    name: str | None = None,
 ) -> torch.Tensor:
     """THE middle-frame rule: frame index ``N // 2`` of the N frames in presentation order (the image itself
     for an image file) -> uint8 [1, 3, size, size]. Shared by the post-pretraining image input and the
     captioner so the caption always describes the frame the model sees."""
-    path = os.fspath(path)
+    data, path = _source(path, name)
     if _is_image(path):
-        return _read_image(path, size, resize).frames
+        return _read_image(path, size, resize, data).frames
 
     def pick(n: int) -> np.ndarray:
         return np.array([n // 2])
 
-    return _read_video(path, pick, size, resize, None, None, timeout, None).frames
+    return _read_video(path, pick, size, resize, None, None, timeout, None, data).frames
 
 
 def probe(path: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT) -> VideoInfo:

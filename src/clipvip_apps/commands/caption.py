@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(files, folders, globs or shard-{00000..00099}.tar)",
     )
     p.add_argument("--out", required=True, help="output jsonl: {clip_id, caption, captioner} per line")
-    p.add_argument("--captioner", help="transformers image-to-text model folder or hub name (required unless --merge-only)")
+    p.add_argument(
+        "--captioner", help="transformers image-to-text model folder or hub name (required unless --merge-only)"
+    )
     p.add_argument("--captioner-name", default=None, help="value of the 'captioner' field (default: --captioner)")
     g = p.add_argument_group("generation")
     g.add_argument("--batch-size", type=int, default=32)
@@ -37,15 +40,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-words", type=int, default=16, help="truncate captions to this many words (paper: 16)")
     g.add_argument("--prompt", default=None, help="conditional-captioning prefix, e.g. 'a picture of' (BLIP)")
     g.add_argument("--keep-prompt", action="store_true", help="keep an echoed prompt in the caption")
-    g.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: bf16 (or fp16) on GPU, fp32 on CPU")
+    g.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto: bf16 (or fp16) on GPU, fp32 on CPU",
+    )
     g.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
-    g.add_argument("--frame-size", type=int, default=None,
-                   help="side the middle frame is read at (squash resize); default: the captioner's input size")
+    g.add_argument(
+        "--frame-size",
+        type=int,
+        default=None,
+        help="side the middle frame is read at (squash resize); default: the captioner's input size",
+    )
     d = p.add_argument_group("data")
     d.add_argument("--id-key", default="clip_id", help="clip id field of manifest rows / shard json")
-    d.add_argument("--video-key", default=None, help="manifest column with the video path (default: auto)")
-    d.add_argument("--video-root", default=None, help="root for relative video paths (default: manifest folder)")
+    d.add_argument(
+        "--video-key",
+        default=None,
+        help="manifest column with the video path (default: 'video', else 'path', else CLIP_ID.mp4)",
+    )
+    d.add_argument("--video-root", default=".", help="root for relative video paths (as the pretraining data set)")
     d.add_argument("--video-template", default=None, help="video path from row fields, e.g. '{root}/{clip_id}.mp4'")
     d.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding frames")
     j = p.add_argument_group("job")
@@ -71,23 +86,33 @@ def run(args: argparse.Namespace) -> int:
 
     if args.merge_only:
         m = merge_parts(args.out)
-        print(f"merged {m.captions} captions into {m.out} ({m.duplicates} duplicates dropped, "
-              f"{m.failed} failed clips listed in {m.failed_out})")
+        print(
+            f"merged {m.captions} captions into {m.out} ({m.duplicates} duplicates dropped, "
+            f"{m.failed} failed clips listed in {m.failed_out})"
+        )
         return 0
     if not args.captioner:
         raise ValueError("--captioner is required (a transformers image-to-text model folder or name)")
     inputs = CaptionInput.resolve(
         args.inputs,
         ManifestOptions(
-            id_key=args.id_key, video_key=args.video_key, video_root=args.video_root,
+            id_key=args.id_key,
+            video_key=args.video_key,
+            video_root=args.video_root,
             video_template=args.video_template,
         ),
     )
     captioner = Captioner(
         CaptionerConfig(
-            path=args.captioner, name=args.captioner_name, device=args.device, dtype=args.dtype,
-            num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, max_words=args.max_words,
-            prompt=args.prompt, keep_prompt=args.keep_prompt,
+            path=args.captioner,
+            name=args.captioner_name,
+            device=args.device,
+            dtype=args.dtype,
+            num_beams=args.num_beams,
+            max_new_tokens=args.max_new_tokens,
+            max_words=args.max_words,
+            prompt=args.prompt,
+            keep_prompt=args.keep_prompt,
         )
     )
     report = run_captioning(
@@ -95,24 +120,34 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         captioner,
         CaptionJobConfig(
-            batch_size=args.batch_size, num_workers=args.num_workers, rank=args.rank, world_size=args.world_size,
-            frame_size=args.frame_size, limit=args.limit, retry_failed=args.retry_failed, merge=not args.no_merge,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            rank=args.rank,
+            world_size=args.world_size,
+            frame_size=args.frame_size,
+            limit=args.limit,
+            retry_failed=args.retry_failed,
+            merge=not args.no_merge,
         ),
     )
     who = f"rank {report.rank}/{report.world_size}"
-    print(f"{who}: captioned {report.captioned} clips ({report.already_done} already done) -> {report.part}")
-    if report.failed:
-        print(f"{who}: skipped {len(report.failed)} bad videos:")
+    where = f" -> {report.part}" if os.path.exists(report.part) else ""
+    print(f"{who}: captioned {report.captioned} clips ({report.already_done} already done){where}")
+    if report.num_failed:
+        listed = report.merge.failed_out if report.merge else report.part.replace("part-", "failed-")
+        print(f"{who}: skipped {report.num_failed} bad videos (listed in {listed}):")
         for rec in report.failed[:20]:
             print("  " + json.dumps(rec, ensure_ascii=False))
-        if len(report.failed) > 20:
-            print(f"  ... and {len(report.failed) - 20} more (all listed in {report.part.replace('part-', 'failed-')})")
+        if report.num_failed > 20:
+            print(f"  ... and {report.num_failed - 20} more")
     if not report.finished:
         print(f"{who}: stopped at --limit {args.limit}; rerun the same command to continue")
     elif report.merge is not None:
         m = report.merge
-        print(f"merged {m.captions} captions into {m.out}"
-              + (f"; {m.failed} failed clips listed in {m.failed_out}" if m.failed else ""))
+        print(
+            f"merged {m.captions} captions into {m.out}"
+            + (f"; {m.failed} failed clips listed in {m.failed_out}" if m.failed else "")
+        )
     elif not args.no_merge:
         print(f"{who}: done; the last rank to finish merges the parts into {args.out}")
     return 0

@@ -11,8 +11,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="checkpoint (any format clipvip.load reads)")
     p.add_argument("--out", required=True, help="index folder (created or updated)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per video/window (default: the model's)")
-    p.add_argument("--window", type=float, default=None,
-                   help="seconds: split videos longer than this into windows, so a query can land on a moment")
+    p.add_argument(
+        "--window",
+        type=float,
+        default=None,
+        help="seconds: split videos longer than this into windows, so a query can land on a moment",
+    )
     p.add_argument("--stride", type=float, default=None, help="seconds between window starts (default --window)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
@@ -29,8 +33,13 @@ def run(args: argparse.Namespace) -> int:
     if args.stride is not None and (args.window is None or args.stride <= 0):
         raise ValueError("--stride needs --window and must be > 0")
     model = clipvip.load(args.model, num_frames=args.num_frames)
-    cfg = IndexConfig(num_frames=args.num_frames, window=args.window, stride=args.stride,
-                      batch_size=args.batch_size, decode_workers=args.workers)
+    cfg = IndexConfig(
+        num_frames=args.num_frames,
+        window=args.window,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        decode_workers=args.workers,
+    )
     report = build_index(args.video_dir, args.out, model, args.model, cfg, progress=not args.quiet)
     print(report.summary())
     return 0

@@ -39,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
         q = model.encode_text([args.query])[0].numpy()
     hits = index.search(q, args.k, per_video=not args.all_windows)
     if args.json:
-        print(json.dumps({"query": args.query, "index": str(index.root), "results": [h.to_dict() for h in hits]},
-                         indent=2))
+        print(
+            json.dumps(
+                {"query": args.query, "index": str(index.root), "results": [h.to_dict() for h in hits]}, indent=2
+            )
+        )
         return 0
     for h in hits:
         windowed = index.meta["settings"]["window"] is not None

@@ -11,10 +11,19 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="post-pretrain (OCL) or fine-tune CLIP-ViP from a YAML config")
-    p.add_argument("--config", required=True,
-                   help="YAML file, or a bundled preset name (pretrain_vip_b32, finetune_msrvtt, tiny, ...)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (YAML value; a.b=v for nested data arguments); repeatable")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="YAML file, or a bundled preset name (pretrain_vip_b32, finetune_msrvtt, tiny, ...)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (YAML value; a.b=v for nested data arguments); repeatable",
+    )
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoints/last.pt")
     p.set_defaults(func=run)
 

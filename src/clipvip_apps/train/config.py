@@ -100,7 +100,15 @@ class TrainConfig:
             raise ValueError(f"{source}: unknown train config keys: {unknown}")
         d = dict(d)
         if "betas" in d:
-            d["betas"] = tuple(d["betas"])
+            d["betas"] = tuple(float(b) for b in d["betas"])
+        for f in dataclasses.fields(cls):
+            # YAML 1.1 reads "3e-4" (no dot) as a string: coerce numeric fields, naming the key on failure.
+            v = d.get(f.name)
+            if isinstance(v, str) and ("float" in str(f.type) or str(f.type).startswith("int")):
+                try:
+                    d[f.name] = float(v) if "float" in str(f.type) else int(v)
+                except ValueError as e:
+                    raise ValueError(f"{source}: {f.name} must be a number, got {v!r}") from e
         return cls(**d)
 
     def save_yaml(self, path: str | Path) -> None:

@@ -107,8 +107,9 @@ def _text_ids(text: Any, context_length: int) -> Tensor:
     return tokenize(list(text), context_length)
 
 
-def embed_batch(model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77,
-                ocl_variant: str = "d") -> dict[str, Tensor]:
+def embed_batch(
+    model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_variant: str = "d"
+) -> dict[str, Tensor]:
     """Local embeddings of one batch. Pretrain: video, subtitle and (when the OCL variant uses them) frame and
     caption; finetune: video and text. Frames may be [B, 3, H, W] or [B, 1, 3, H, W] (a 1-frame video)."""
     dev = model.logit_scale.device
@@ -157,8 +158,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
     batches are dropped. ``set_epoch(e, start_batch)`` restarts mid-epoch without touching earlier samples, and
     1 process x batch 8 sees exactly the samples of 2 processes x batch 4."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True) -> None:
+    def __init__(
+        self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
+    ) -> None:
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world_size
         self.shuffle = shuffle
         self.epoch, self.start, self.stop = 0, 0, self.num_batches
@@ -216,8 +218,20 @@ def _skipped_items(batch: dict[str, Any]) -> list[Any]:
     return list(sk)
 
 
-def _batch_size_of(batch: dict[str, Any]) -> int:
-    return int(batch["video"].shape[0])
+def _describe_skipped(item: Any) -> str:
+    if isinstance(item, dict) and "path" in item:
+        return f"{item['path']} ({item.get('reason', 'unknown reason')})"
+    return str(item)
+
+
+def _all_ranks_have_data(batch: dict[str, Any], dinfo: DistInfo) -> bool:
+    """False when this or any other rank got a batch with no usable sample (collate dropped all of them)."""
+    ok = isinstance(batch, dict) and "video" in batch and int(batch["video"].shape[0]) > 0
+    if not dinfo.distributed:
+        return ok
+    flag = torch.tensor([0 if ok else 1], device=dinfo.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item()) == 0
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -349,9 +363,17 @@ def train(
         eval_dataset = eval_dataset if eval_dataset is not None else built_eval
     collate = collate_fn or _default_collate()
     if eval_dataset is not None and evaluate_fn is None:
-        from clipvip.eval import evaluate_retrieval
+        from clipvip.eval.retrieval import evaluate_retrieval
 
-        evaluate_fn = evaluate_retrieval
+        def evaluate_fn(m: nn.Module, ds: Any, batch_size: int) -> dict[str, Any]:
+            return evaluate_retrieval(
+                m,
+                ds,
+                batch_size=batch_size,
+                num_workers=cfg.num_workers,
+                context_length=cfg.context_length,
+                progress=False,
+            )
 
     iterable = isinstance(train_dataset, IterableDataset)
     sampler: ResumableBatchSampler | None = None
@@ -445,8 +467,14 @@ def train(
             res = box[0]
         return res
 
-    bar = tqdm(total=total_steps, initial=step, disable=not (progress and dinfo.is_main), desc=f"{cfg.stage}",
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        disable=not (progress and dinfo.is_main),
+        desc=f"{cfg.stage}",
+        unit="step",
+        dynamic_ncols=True,
+    )
     global_bs = cfg.batch_size * dinfo.world_size * cfg.grad_accum
     try:
         while step < total_steps:
@@ -455,20 +483,36 @@ def train(
             loader_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             if sampler is not None:
                 sampler.set_epoch(epoch, batch_in_epoch, steps_per_epoch * cfg.grad_accum)
-                loader = DataLoader(train_dataset, batch_sampler=sampler, collate_fn=collate,
-                                    num_workers=cfg.num_workers, generator=loader_gen,
-                                    pin_memory=device.type == "cuda", persistent_workers=False)
+                loader = DataLoader(
+                    train_dataset,
+                    batch_sampler=sampler,
+                    collate_fn=collate,
+                    num_workers=cfg.num_workers,
+                    generator=loader_gen,
+                    pin_memory=device.type == "cuda",
+                    persistent_workers=False,
+                )
             else:
-                loader = DataLoader(train_dataset, batch_size=cfg.batch_size, collate_fn=collate, drop_last=True,
-                                    num_workers=cfg.num_workers, generator=loader_gen,
-                                    pin_memory=device.type == "cuda")
+                loader = DataLoader(
+                    train_dataset,
+                    batch_size=cfg.batch_size,
+                    collate_fn=collate,
+                    drop_last=True,
+                    num_workers=cfg.num_workers,
+                    generator=loader_gen,
+                    pin_memory=device.type == "cuda",
+                )
             it = iter(loader)
-            if sampler is None and batch_in_epoch:  # a stream cannot seek: fast-forward consumed batches
+            if sampler is None and batch_in_epoch:
+                # A stream cannot seek: fast-forward the consumed batches; the RNG states restored from the
+                # checkpoint already account for them, so shield them from the replay.
+                rng = capture_rng()
                 for _ in range(batch_in_epoch):
                     next(it)
+                restore_rng(rng)
             this_epoch, steps_before = epoch, step
             epoch_skipped: list[Any] = []
-            micro, loss_sum, t0, exhausted = 0, 0.0, time.perf_counter(), False
+            micro, consumed, loss_sum, t0, exhausted = 0, 0, 0.0, time.perf_counter(), False
             while step < total_steps:
                 try:
                     batch = next(it)
@@ -478,6 +522,9 @@ def train(
                 sk = _skipped_items(batch)
                 epoch_skipped.extend(sk)
                 skipped_total += len(sk)
+                consumed += 1
+                if not _all_ranks_have_data(batch, dinfo):
+                    continue  # an all-bad batch (on any rank): every rank skips it, the data position advances
                 micro += 1
                 last_micro = micro == cfg.grad_accum
                 sync = contextlib.nullcontext() if (last_micro or not dinfo.distributed) else embedder.no_sync()
@@ -488,7 +535,7 @@ def train(
                     if not torch.isfinite(loss):
                         raise NonFiniteLossError(
                             f"loss is {loss.item()} at optimizer step {step + 1} (epoch {epoch}, batch "
-                            f"{batch_in_epoch + micro - 1}); stopped. The last good checkpoint is "
+                            f"{batch_in_epoch + consumed - 1}); stopped. The last good checkpoint is "
                             f"{last_ckpt if last_ckpt else 'none (no checkpoint was written yet)'}"
                         )
                     scaler.scale(loss / cfg.grad_accum).backward()
@@ -506,7 +553,7 @@ def train(
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
                 step += 1
-                batch_in_epoch += micro
+                batch_in_epoch += consumed
                 dt = time.perf_counter() - t0
                 rec: dict[str, Any] = {
                     "step": step,
@@ -517,7 +564,7 @@ def train(
                     "logit_scale": float(model.logit_scale.detach().exp()),
                     "samples_per_s": global_bs / dt if dt > 0 else float("inf"),
                 }
-                micro, loss_sum = 0, 0.0
+                micro, consumed, loss_sum = 0, 0, 0.0
                 end_of_epoch = sampler is not None and batch_in_epoch >= steps_per_epoch * cfg.grad_accum
                 do_eval = eval_dataset is not None and (
                     (cfg.eval_every and step % cfg.eval_every == 0)
@@ -552,7 +599,7 @@ def train(
                 if end_of_epoch:
                     break
             if epoch_skipped and dinfo.is_main:
-                shown = ", ".join(str(s) for s in epoch_skipped[:5] if s is not None)
+                shown = "; ".join(_describe_skipped(s) for s in epoch_skipped[:5] if s is not None)
                 msg = f"epoch {this_epoch}: skipped {len(epoch_skipped)} bad sample(s)"
                 tqdm.write(msg + (f" (first: {shown})" if shown else ""))
                 log.warning(msg)

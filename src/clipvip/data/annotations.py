@@ -1,0 +1,306 @@
+"""Annotation files of the retrieval benchmarks -> ``list[Sample]``, and explicit video path resolution.
+
+One parser per *published* format (not per data set class): the official CLIP-ViP jsonl, MSR-VTT's json / 1k-A
+csv / split id lists, DiDeMo and ActivityNet Captions (paragraph retrieval: a video's sentences joined into one
+text), LSMDC16's tab-separated files and MSVD's captions json + split lists. Paths are never guessed silently:
+``resolve_videos`` applies a template (official defaults in ``DEFAULT_TEMPLATES``) and reports every missing
+file in ONE summary instead of one exception per sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from clipvip.video.read import VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+AnnotationFormat = Literal["jsonl", "msrvtt", "didemo", "activitynet", "lsmdc", "msvd"]
+FORMATS: tuple[str, ...] = ("jsonl", "msrvtt", "didemo", "activitynet", "lsmdc", "msvd")
+
+# Official file layouts (CLIP-ViP's id2path: "<root>/<id>.mp4", LSMDC "<root>/<id>.avi"; MSVD ships YouTubeClips
+# as .avi). A template ending in ".*" takes the first existing file with any video extension (DiDeMo and
+# ActivityNet downloads keep their original, mixed extensions).
+DEFAULT_TEMPLATES: dict[str, str] = {
+    "jsonl": "{root}/{video_id}.mp4",
+    "msrvtt": "{root}/{video_id}.mp4",
+    "didemo": "{root}/{video_id}.*",
+    "activitynet": "{root}/{video_id}.*",
+    "lsmdc": "{root}/{video_id}.avi",
+    "msvd": "{root}/{video_id}.avi",
+}
+
+
+@dataclass
+class Sample:
+    """One video and all its texts. ``file``: the file name the annotation itself gives, if any (DiDeMo)."""
+
+    video_id: str
+    texts: list[str]
+    file: str | None = None
+
+
+class AnnotationError(ValueError):
+    """An annotation file is malformed; the message names the file (and line) and what was expected."""
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _paragraph(sentences: Iterable[str]) -> str:
+    return _clean(" ".join(s for s in (_clean(x) for x in sentences) if s))
+
+
+def _read_json(path: Path) -> object:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e})") from e
+
+
+def _merge(pairs: Iterable[tuple[str, str]]) -> list[Sample]:
+    """(video_id, text) pairs -> samples in first-seen order, texts in file order."""
+    by_id: dict[str, Sample] = {}
+    for vid, text in pairs:
+        by_id.setdefault(vid, Sample(vid, [])).texts.append(text)
+    return list(by_id.values())
+
+
+# ---------------------------------------------------------------------------------------------------- formats
+
+
+def _load_jsonl(path: Path) -> list[Sample]:
+    """Official CLIP-ViP annotations: one {"clip_id", "text": str | [str]} per line (a .json list also works)."""
+    rows: list[tuple[int, dict]] = []
+    if path.suffix.lower() == ".json":
+        data = _read_json(path)
+        if not isinstance(data, list):
+            raise AnnotationError(f"{path}: expected a JSON list of {{clip_id, text}} objects")
+        rows = list(enumerate(data, 1))
+    else:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append((n, json.loads(line)))
+                    except json.JSONDecodeError as e:
+                        raise AnnotationError(f"{path}:{n}: not valid JSON ({e})") from e
+    pairs = []
+    for n, row in rows:
+        if not isinstance(row, dict) or "clip_id" not in row or "text" not in row:
+            raise AnnotationError(f"{path}:{n}: expected an object with 'clip_id' and 'text'")
+        texts = row["text"] if isinstance(row["text"], list) else [row["text"]]
+        pairs.extend((str(row["clip_id"]), _clean(t)) for t in texts)
+    return _merge(pairs)
+
+
+def _load_msrvtt(path: Path, captions: str | os.PathLike | None) -> list[Sample]:
+    """MSRVTT_data.json (all videos), the 1k-A csv ``key,vid_key,video_id,sentence`` (captions inline), or a split
+    id list csv (header ``video_id``: 9k / 7k train) whose captions come from ``captions`` (MSRVTT_data.json)."""
+    if path.suffix.lower() == ".json":
+        return _msrvtt_json(path, None)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        rows = list(reader)
+    if "video_id" not in fields:
+        raise AnnotationError(f"{path}: MSR-VTT csv needs a 'video_id' column, found {fields}")
+    if "sentence" in fields:
+        return _merge((r["video_id"], _clean(r["sentence"])) for r in rows)
+    if captions is None:
+        raise AnnotationError(
+            f"{path}: a split id list has no captions: pass captions='MSRVTT_data.json' to load_annotations"
+        )
+    ids = [r["video_id"].strip() for r in rows if r["video_id"].strip()]
+    return _msrvtt_json(Path(captions), ids)
+
+
+def _msrvtt_json(path: Path, ids: Sequence[str] | None) -> list[Sample]:
+    data = _read_json(path)
+    if not isinstance(data, dict) or "sentences" not in data:
+        raise AnnotationError(f"{path}: expected MSRVTT_data.json with a 'sentences' list")
+    by_id: dict[str, list[str]] = {}
+    for s in data["sentences"]:
+        by_id.setdefault(str(s["video_id"]), []).append(_clean(s["caption"]))
+    order = ids if ids is not None else list(by_id)
+    missing = [v for v in order if v not in by_id]
+    if missing:
+        raise AnnotationError(f"{path}: {len(missing)} listed videos have no captions, e.g. {missing[:5]}")
+    return [Sample(v, by_id[v]) for v in order]
+
+
+def _video_stem(name: str) -> str:
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in VIDEO_EXTENSIONS else name
+
+
+def _load_didemo(path: Path) -> list[Sample]:
+    """DiDeMo ``*_data.json``: one paragraph per video = its descriptions in file order, joined (the
+    CLIP4Clip / CLIP-ViP paragraph-to-video protocol). ``video_id`` drops the extension; ``file`` keeps it."""
+    data = _read_json(path)
+    if not isinstance(data, list) or (data and not {"video", "description"} <= set(data[0])):
+        raise AnnotationError(f"{path}: expected a DiDeMo list of {{video, description, times, ...}}")
+    grouped: dict[str, list[str]] = {}
+    for row in data:
+        grouped.setdefault(row["video"], []).append(row["description"])
+    return [Sample(_video_stem(v), [_paragraph(d)], file=v) for v, d in grouped.items()]
+
+
+def _load_activitynet(path: Path) -> list[Sample]:
+    """ActivityNet Captions ``{"v_<id>": {duration, timestamps, sentences}}``: one paragraph per video, sentences
+    in their (temporal) order, whitespace normalised. ``video_id`` keeps the ``v_`` prefix, as the files do."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: expected an ActivityNet Captions dict {{video_id: {{sentences: ...}}}}")
+    out = []
+    for vid, entry in data.items():
+        if not isinstance(entry, dict) or "sentences" not in entry:
+            raise AnnotationError(f"{path}: entry {vid!r} has no 'sentences'")
+        out.append(Sample(vid, [_paragraph(entry["sentences"])]))
+    return out
+
+
+def _load_lsmdc(path: Path) -> list[Sample]:
+    """LSMDC16 tab-separated ``clip_id, start, end, start_aligned, end_aligned, sentence``; a clip id that occurs
+    on several lines gets all its sentences."""
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if len(cols) < 2:
+                raise AnnotationError(f"{path}:{n}: expected tab-separated clip_id ... sentence, got {line[:80]!r}")
+            pairs.append((cols[0].strip(), _clean(cols[-1])))
+    return _merge(pairs)
+
+
+def _load_msvd(path: Path, split_list: str | os.PathLike | None) -> list[Sample]:
+    """MSVD captions json ``{video_id: [caption, ...]}``, restricted to (and ordered as) ``split_list``."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: expected an MSVD captions dict {{video_id: [captions]}}")
+    if split_list is None:
+        ids = list(data)
+    else:
+        ids = Path(split_list).read_text(encoding="utf-8").split()
+        missing = [v for v in ids if v not in data]
+        if missing:
+            raise AnnotationError(f"{split_list}: {len(missing)} ids not in {path}, e.g. {missing[:5]}")
+    return [Sample(v, [_clean(c) for c in data[v]]) for v in ids]
+
+
+def load_annotations(
+    path: str | os.PathLike,
+    fmt: AnnotationFormat,
+    *,
+    captions: str | os.PathLike | None = None,
+    split_list: str | os.PathLike | None = None,
+) -> list[Sample]:
+    """Read a benchmark annotation file into samples (one per video; texts whitespace-normalised).
+
+    * ``jsonl``: official CLIP-ViP ``{"clip_id", "text": str | [str]}`` lines (or a .json list of them).
+    * ``msrvtt``: ``MSRVTT_data.json``, the 1k-A csv (``key,vid_key,video_id,sentence``), or a split id list csv
+      with ``captions="MSRVTT_data.json"``.
+    * ``didemo`` / ``activitynet``: one paragraph (sentences joined) per video.
+    * ``lsmdc``: LSMDC16 tsv. ``msvd``: captions json with ``split_list="MSVD_test_list.txt"`` (None = all).
+    """
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown annotation format {fmt!r}; expected one of {FORMATS}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: annotation file not found")
+    if fmt == "jsonl":
+        samples = _load_jsonl(path)
+    elif fmt == "msrvtt":
+        samples = _load_msrvtt(path, captions)
+    elif fmt == "didemo":
+        samples = _load_didemo(path)
+    elif fmt == "activitynet":
+        samples = _load_activitynet(path)
+    elif fmt == "lsmdc":
+        samples = _load_lsmdc(path)
+    else:
+        samples = _load_msvd(path, split_list)
+    empty = [s.video_id for s in samples if not s.texts or not all(s.texts)]
+    if empty:
+        raise AnnotationError(f"{path}: {len(empty)} videos with an empty text, e.g. {empty[:5]}")
+    return samples
+
+
+# ------------------------------------------------------------------------------------------------ video paths
+
+
+def video_path(sample: Sample, template: str, root: str | os.PathLike = ".") -> str:
+    """Fill a template. Fields: ``root``, ``video_id``, ``file`` (the annotated file name, else the id) and
+    ``movie`` (LSMDC's movie folder: the id up to its last ``_``). A trailing ``.*`` picks any video extension."""
+    fields = {
+        "root": os.fspath(root),
+        "video_id": sample.video_id,
+        "file": sample.file or sample.video_id,
+        "movie": sample.video_id.rsplit("_", 1)[0],
+    }
+    try:
+        path = template.format(**fields)
+    except KeyError as e:
+        raise ValueError(f"video path template {template!r} uses unknown field {e}; known: {sorted(fields)}") from e
+    if path.endswith(".*"):
+        base = path[:-2]
+        found = sorted(p for p in glob.glob(glob.escape(base) + ".*") if Path(p).suffix.lower() in VIDEO_EXTENSIONS)
+        if found:
+            return found[0]
+        return base + ".mp4"  # reported as missing by resolve_videos
+    return path
+
+
+@dataclass
+class ResolvedVideos:
+    samples: list[Sample]
+    paths: list[str]
+    missing: list[tuple[str, str]]  # (video_id, path tried)
+
+    def summary(self) -> str:
+        if not self.missing:
+            return f"all {len(self.paths)} videos found"
+        eg = ", ".join(p for _, p in self.missing[:3])
+        return f"{len(self.missing)} of {len(self.missing) + len(self.paths)} videos missing (e.g. {eg})"
+
+
+def resolve_videos(
+    samples: Sequence[Sample],
+    root: str | os.PathLike,
+    template: str | None = None,
+    fmt: str | None = None,
+    on_missing: Literal["skip", "error"] = "skip",
+) -> ResolvedVideos:
+    """Map samples to files; missing files are dropped (``skip``, one logged summary) or raise ONE error
+    listing them (``error``). ``template`` defaults to ``DEFAULT_TEMPLATES[fmt]``."""
+    if template is None:
+        if fmt is None:
+            raise ValueError("give a path template (e.g. '{root}/{video_id}.mp4') or an annotation format")
+        template = DEFAULT_TEMPLATES[fmt]
+    kept, paths, missing = [], [], []
+    for s in samples:
+        p = video_path(s, template, root)
+        if os.path.isfile(p) or "://" in p:
+            kept.append(s)
+            paths.append(p)
+        else:
+            missing.append((s.video_id, p))
+    out = ResolvedVideos(kept, paths, missing)
+    if missing:
+        if on_missing == "error":
+            raise FileNotFoundError(f"template {template!r}: {out.summary()}")
+        log.warning("template %r: %s", template, out.summary())
+    return out

@@ -1,0 +1,428 @@
+"""``clipvip demo``: the CLIP-ViP recipe end to end in the synthetic world, with the library's own code.
+
+Stages (each a call into the library / trainer a real run makes):
+
+1. ``clipvip.synth.generate_world`` writes the clips, images and manifests;
+2. image-text "CLIP": a ``meanpool`` ``clipvip.CLIPViP`` trained on still images + static captions
+   (``clipvip_apps.train.train``, fine-tuning InfoNCE), saved with ``save_pretrained``;
+3. paper Table 2: ``clipvip.load(clip, variant=...)`` for MeanPool / SeqTransformer / Full Attention / ViP, each
+   fine-tuned on the downstream captions and evaluated (``clipvip.eval``);
+4. paper Tables 3-4: ViP post-pretrained with L_VS on subtitles, L_VS on auxiliary captions (full mode) and OCL (d)
+   on both (``clipvip.losses.ocl_loss`` inside the trainer), then fine-tuned and evaluated;
+5. ``clipvip.index.build_index`` over the test clips with the best model; example queries via ``VideoIndex``.
+
+Everything is repeated for each seed (model init and data order; the world is fixed by ``world.seed``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import clipvip
+from clipvip.config import ModelConfig, TextConfig, VisionConfig
+from clipvip.synth import DIRECTIONS, World, WorldConfig, generate_world
+from clipvip_apps.demo.data import CaptionedClips, FrameCache, GalleryClips, PretrainClips, collate
+
+log = logging.getLogger(__name__)
+
+TABLE2_VARIANTS: tuple[str, ...] = ("meanpool", "seqtransf", "fullattn", "vip")
+VARIANT_NAMES = {
+    "meanpool": "MeanPool",
+    "seqtransf": "SeqTransformer",
+    "fullattn": "Full Attention",
+    "vip": "ViP (M=4)",
+}
+# (name, OCL variant, text in the subtitle slot): paper Tables 3-4 rows after "no post-pretraining"
+PRETRAIN_SETTINGS: dict[str, tuple[str, str]] = {
+    "subtitles (L_VS)": ("vs", "subtitle"),
+    "captions (L_VC)": ("vs", "caption"),
+    "OCL (d)": ("d", "subtitle"),
+}
+EXAMPLE_QUERIES: tuple[str, ...] = (
+    "a small red circle moves to the left",
+    "a small red circle moves to the right",
+    "a big blue square moves up",
+    "a green triangle grows",
+    "a yellow circle disappears",
+)
+
+
+@dataclass
+class StageConfig:
+    """One training stage's optimisation (passed to ``clipvip_apps.train.TrainConfig``)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.1
+
+
+@dataclass
+class DemoConfig:
+    """Everything the demo does; ``preset(quick)`` gives the two sizes the CLI offers."""
+
+    out: str = "clipvip-demo"
+    seeds: int = 3
+    quick: bool = False
+    world: WorldConfig = field(default_factory=WorldConfig)
+    width: int = 64
+    vision_layers: int = 2
+    text_layers: int = 2
+    context_length: int = 32
+    clip_stage: StageConfig = field(default_factory=lambda: StageConfig(300, 64, 1e-3))
+    pretrain: StageConfig = field(default_factory=lambda: StageConfig(150, 32, 5e-4))
+    finetune: StageConfig = field(default_factory=lambda: StageConfig(150, 32, 5e-4))
+    table2_variants: tuple[str, ...] = TABLE2_VARIANTS
+    pretrain_settings: tuple[str, ...] = tuple(PRETRAIN_SETTINGS)
+    queries: tuple[str, ...] = EXAMPLE_QUERIES
+    top_k: int = 5
+    progress: bool = True
+
+    @classmethod
+    def preset(cls, quick: bool, **overrides: Any) -> DemoConfig:
+        if quick:
+            base = cls(
+                quick=True,
+                seeds=1,
+                world=WorldConfig(num_images=600, num_pretrain=400, num_train=200, num_test_pairs=36),
+                clip_stage=StageConfig(150, 64, 1e-3),
+                pretrain=StageConfig(60, 32, 5e-4),
+                finetune=StageConfig(80, 32, 5e-4),
+                pretrain_settings=("subtitles (L_VS)", "OCL (d)"),
+            )
+        else:
+            base = cls()
+        return dataclasses.replace(base, **overrides)
+
+    def model_config(self, variant: str = "meanpool") -> ModelConfig:
+        """A tiny CLIP-shaped model: frames of ``world.frame_size`` px, patch 8."""
+        heads = max(1, self.width // 32)
+        return ModelConfig(
+            embed_dim=self.width,
+            vision=VisionConfig(
+                image_size=self.world.frame_size, patch_size=8, width=self.width, layers=self.vision_layers, heads=heads
+            ),
+            text=TextConfig(context_length=self.context_length, width=self.width, layers=self.text_layers, heads=heads),
+            variant=variant,
+            num_frames=self.world.num_frames,
+            temporal_size=self.world.num_frames,
+            seq_layers=1,
+            logit_scale_init=math.log(1 / 0.07),  # CLIP's from-scratch temperature
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["world"] = self.world.to_dict()
+        return d
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def evaluate(model: torch.nn.Module, gallery: GalleryClips, test_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Text->video retrieval on the whole test set, on motion-direction queries, and twin accuracy.
+
+    Ties are scored as the mean rank over the tied block (``ties="mean"``): an order-blind model scores a clip
+    and its time-reversed twin (nearly) the same, and must not be credited for that. Twin accuracy: the share of
+    queries whose own clip scores higher than its time-reversed twin (a tie counts half); chance is 50%."""
+    from clipvip.eval import compute_embeddings, metrics_from_ranks, score_retrieval
+
+    text_emb, video_emb, _ = compute_embeddings(model, gallery, batch_size=64, progress=False, collate_fn=collate)
+    res = score_retrieval(text_emb, video_emb, gallery.text_to_video, ties="mean", keep_ranks=True)
+    ranks = res.pop("ranks")["t2v"]
+    sim = (text_emb @ video_emb.T).numpy()
+    index = {r["clip_id"]: i for i, r in enumerate(test_rows)}
+    direction = np.array([r["motion"] in DIRECTIONS for r in test_rows])
+    twin_scores = []
+    for k, r in enumerate(test_rows):
+        own, other = sim[k, k], sim[k, index[r["twin"]]]
+        twin_scores.append(1.0 if own > other + 1e-6 else (0.5 if abs(own - other) <= 1e-6 else 0.0))
+    twin = np.asarray(twin_scores)
+    return {
+        "t2v": res["t2v"],
+        "v2t": res["v2t"],
+        "t2v_direction": metrics_from_ranks(ranks[direction]),
+        "twin_accuracy": 100.0 * float(twin.mean()),
+        "twin_accuracy_direction": 100.0 * float(twin[direction].mean()),
+        "counts": res["counts"],
+    }
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def _train(
+    stage: str,
+    model: torch.nn.Module,
+    dataset: Any,
+    sc: StageConfig,
+    run_dir: Path,
+    seed: int,
+    cfg: DemoConfig,
+    ocl_variant: str = "d",
+    desc: str = "",
+) -> tuple[torch.nn.Module, list[dict], Path]:
+    """One trainer call; returns (trained model, loss history, saved model folder). Optimizer checkpoints of the
+    finished run are removed (the demo keeps the weights, not the resumable state)."""
+    from clipvip_apps.train import TrainConfig, train
+
+    tc = TrainConfig(
+        stage=stage,
+        run_dir=str(run_dir),
+        ocl_variant=ocl_variant,
+        batch_size=sc.batch_size,
+        max_steps=sc.steps,
+        lr=sc.lr,
+        weight_decay=sc.weight_decay,
+        warmup_ratio=sc.warmup_ratio,
+        seed=seed,
+        save_every=None,
+        log_every=1,
+        context_length=cfg.context_length,
+        num_workers=0,
+        device="cpu",
+    )
+    # one pass over the repeated set = the whole run, so the trainer writes one checkpoint at the end
+    dataset.repeats = max(1, math.ceil(sc.steps * sc.batch_size / dataset.n))
+    if cfg.progress and desc:
+        tqdm.write(f"  {desc}")
+    res = train(tc, model, dataset, None, collate_fn=collate, progress=cfg.progress)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    hist = [{"step": h["step"], "loss": h["loss"]} for h in res.history]
+    return res.model, hist, res.model_dir
+
+
+@dataclass
+class _Data:
+    world: World
+    images: CaptionedClips
+    pretrain: dict[str, PretrainClips]
+    train: CaptionedClips
+    gallery: GalleryClips
+    failed: dict[str, str]
+
+
+def build_data(cfg: DemoConfig, world: World) -> _Data:
+    w = cfg.world
+    cache = FrameCache(w.num_frames, w.frame_size)
+    img_paths = [world.image_path(r["clip_id"]) for r in world.images]
+    pre_paths = [world.video_path(r["clip_id"]) for r in world.pretrain]
+    train_paths = [world.video_path(r["clip_id"]) for r in world.train]
+    test_paths = [world.video_path(r["clip_id"]) for r in world.test]
+    cache.load(img_paths, "images", progress=cfg.progress)
+    cache.load(pre_paths, "pretrain clips", middle=True, progress=cfg.progress)
+    cache.load(train_paths + test_paths, "train/test clips", progress=cfg.progress)
+    pretrain = {
+        name: PretrainClips(cache, pre_paths, world.pretrain, text_source=PRETRAIN_SETTINGS[name][1])
+        for name in cfg.pretrain_settings
+    }
+    return _Data(
+        world=world,
+        images=CaptionedClips(cache, img_paths, [[r["text"]] for r in world.images]),
+        pretrain=pretrain,
+        train=CaptionedClips(cache, train_paths, [r["text"] for r in world.train]),
+        gallery=GalleryClips(cache, test_paths, [r["text"] for r in world.test]),
+        failed=dict(cache.failed),
+    )
+
+
+def run_seed(cfg: DemoConfig, data: _Data, seed: int, root: Path) -> dict[str, Any]:
+    """All training + evaluation for one seed. Returns {"clip", "table2", "table34", "curves", "models"}."""
+    test_rows = data.world.test
+    out: dict[str, Any] = {"seed": seed, "table2": {}, "table34": {}, "curves": {}, "models": {}, "seconds": {}}
+    for ds in (data.images, data.train, *data.pretrain.values()):
+        ds.seed = seed
+
+    t = time.perf_counter()
+    torch.manual_seed(seed)
+    clip = clipvip.CLIPViP(cfg.model_config("meanpool"))
+    clip, hist, clip_dir = _train(
+        "finetune",
+        clip,
+        data.images,
+        cfg.clip_stage,
+        root / "clip",
+        seed,
+        cfg,
+        desc=f"[seed {seed}] image-text CLIP stage",
+    )
+    out["curves"]["CLIP stage (image-text)"] = hist
+    out["models"]["clip"] = str(clip_dir)
+    out["seconds"]["clip"] = time.perf_counter() - t
+
+    for variant in cfg.table2_variants:
+        t = time.perf_counter()
+        model = clipvip.load(clip_dir, variant=variant)
+        name = VARIANT_NAMES[variant]
+        zs = evaluate(model, data.gallery, test_rows)
+        model, hist, mdir = _train(
+            "finetune",
+            model,
+            data.train,
+            cfg.finetune,
+            root / f"ft_{variant}",
+            seed,
+            cfg,
+            desc=f"[seed {seed}] fine-tune {name} from CLIP",
+        )
+        res = evaluate(model, data.gallery, test_rows)
+        res["zero_shot"] = zs
+        out["table2"][name] = res
+        out["curves"][f"fine-tune {name}"] = hist
+        out["models"][f"ft_{variant}"] = str(mdir)
+        out["seconds"][f"ft_{variant}"] = time.perf_counter() - t
+    if "vip" in cfg.table2_variants:  # Table 3's first row IS Table 2's ViP row (the same run)
+        out["table34"]["none (CLIP-ViP)"] = out["table2"][VARIANT_NAMES["vip"]]
+        out["models"]["none (CLIP-ViP)"] = out["models"]["ft_vip"]
+
+    for name in cfg.pretrain_settings:
+        t = time.perf_counter()
+        ocl, _ = PRETRAIN_SETTINGS[name]
+        slug = name.split()[0].lower()
+        model = clipvip.load(clip_dir, variant="vip")
+        model, hist_pt, _ = _train(
+            "pretrain",
+            model,
+            data.pretrain[name],
+            cfg.pretrain,
+            root / f"pt_{slug}",
+            seed,
+            cfg,
+            ocl_variant=ocl,
+            desc=f"[seed {seed}] post-pretrain ViP: {name}",
+        )
+        zs = evaluate(model, data.gallery, test_rows)
+        model, hist_ft, mdir = _train(
+            "finetune",
+            model,
+            data.train,
+            cfg.finetune,
+            root / f"ptft_{slug}",
+            seed,
+            cfg,
+            desc=f"[seed {seed}] fine-tune after {name}",
+        )
+        res = evaluate(model, data.gallery, test_rows)
+        res["zero_shot"] = zs
+        out["table34"][name] = res
+        out["curves"][f"post-pretrain {name}"] = hist_pt
+        out["curves"][f"fine-tune after {name}"] = hist_ft
+        out["models"][name] = str(mdir)
+        out["seconds"][f"pt_{slug}"] = time.perf_counter() - t
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ search
+
+
+def run_queries(
+    model_dir: str | Path, world: World, out: Path, queries: tuple[str, ...], k: int, progress: bool = True
+) -> dict[str, Any]:
+    """Index the test clips with ``clipvip.index`` and answer ``queries``: {query: [hit dicts + caption]}."""
+    from clipvip.index import IndexConfig, VideoIndex, build_index
+
+    model = clipvip.load(model_dir)
+    index_dir = out / "index"
+    if index_dir.exists():  # a previous demo's index was built with another model: start over
+        shutil.rmtree(index_dir)
+    report = build_index(
+        world.video_dir / "test",
+        index_dir,
+        model,
+        model_dir,
+        IndexConfig(thumb_size=world.config.frame_size, decode_workers=1),
+        progress=progress,
+    )
+    index = VideoIndex.open(index_dir)
+    caption_of = {str(world.video_path(r["clip_id"]).resolve()): r["text"] for r in world.test}
+    answers: dict[str, Any] = {"index": str(index_dir), "summary": report.summary(), "queries": {}}
+    with torch.no_grad():
+        q_emb = model.encode_text(list(queries)).numpy()
+    for q, e in zip(queries, q_emb):
+        hits = []
+        for h in index.search(e, k=k):
+            d = h.to_dict()
+            d["caption"] = caption_of.get(str(Path(h.path).resolve()), "?")
+            d["correct"] = d["caption"] == q
+            hits.append(d)
+        answers["queries"][q] = hits
+    return answers
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run every stage; write results.json, report.md and the PNGs under ``cfg.out``. Returns the results."""
+    from clipvip_apps.demo.report import summarise, write_report
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+    t = time.perf_counter()
+    world = generate_world(cfg.world, out / "world", progress=cfg.progress)
+    timings["world"] = time.perf_counter() - t
+    t = time.perf_counter()
+    data = build_data(cfg, world)
+    timings["decode"] = time.perf_counter() - t
+    if data.failed:
+        log.warning("%d files failed to decode and were skipped: %s", len(data.failed), list(data.failed)[:3])
+
+    seeds = []
+    for s in range(cfg.seeds):
+        seeds.append(run_seed(cfg, data, s, out / "runs" / f"seed{s}"))
+        # keep finished work: partial results are on disk after every seed
+        _atomic_json(out / "results.partial.json", {"config": cfg.to_dict(), "seeds": seeds})
+    timings["training"] = sum(sum(s["seconds"].values()) for s in seeds)
+
+    t = time.perf_counter()
+    summary = summarise(seeds)
+    best = "OCL (d)" if "OCL (d)" in cfg.pretrain_settings else "none (CLIP-ViP)"
+    search = run_queries(seeds[0]["models"][best], world, out, cfg.queries, cfg.top_k, cfg.progress)
+    search["model"] = f"{best}, seed 0"
+    timings["search"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    results = {
+        "config": cfg.to_dict(),
+        "model": {"params": clipvip.CLIPViP(cfg.model_config("vip")).num_params()},
+        "world": {
+            "root": str(world.root),
+            "images": len(world.images),
+            "pretrain": len(world.pretrain),
+            "train": len(world.train),
+            "test": len(world.test),
+            "failed_files": data.failed,
+            "captioner": world.pretrain[0]["captioner"] if world.pretrain else None,
+        },
+        "seeds": seeds,
+        "summary": summary,
+        "search": search,
+        "timings_s": timings,
+    }
+    write_report(results, out, data)
+    _atomic_json(out / "results.json", results)
+    (out / "results.partial.json").unlink(missing_ok=True)
+    return results

@@ -1,0 +1,154 @@
+"""End to end in a real browser: Playwright drives headless Debian chromium against `clipvip serve`'s app.
+
+Needs (skips cleanly otherwise): ``pip install playwright`` and ``apt-get install -y chromium`` (Playwright's own
+browser download is not used: we launch /usr/bin/chromium). The screenshot lands in tests/artifacts/.
+
+With an untrained tiny model no query "means" anything, so the expected first result is computed independently:
+among a few candidate queries we take the one whose brute-force best video (text embedding . stored video
+embeddings, in NumPy) wins by the largest margin, and check the page shows that video first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import clipvip
+from clipvip.index import IndexConfig, VideoIndex, build_index
+from clipvip.video import write_video
+
+CHROMIUM = os.environ.get("CLIPVIP_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+    pytest.skip(f"{CHROMIUM} not found (apt-get install -y chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    import uvicorn
+
+    from clipvip_apps.web import create_app_from_path
+
+    root = tmp_path_factory.mktemp("e2e")
+    torch.manual_seed(0)
+    clipvip.CLIPViP(clipvip.tiny_config()).save_pretrained(root / "model")
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        x = np.repeat(rng.integers(0, 256, (16, 4, 4, 3), dtype=np.uint8), 16, axis=1).repeat(16, axis=2)
+        write_video(root / "videos" / f"scene_{i}.mp4", x, fps=8)
+    build_index(
+        root / "videos", root / "idx", clipvip.load(root / "model"), root / "model", IndexConfig(), progress=False
+    )
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app_from_path(root / "idx"), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield root, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _pick_query(root: Path) -> tuple[str, str, str]:
+    """(query, expected first name, expected first name of "more like this" on that result), by brute force."""
+    index = VideoIndex.open(root / "idx")
+    model = clipvip.load(root / "model")
+    emb = np.asarray(index.emb, dtype=np.float64)
+    candidates = [
+        "a dog catches a frisbee",
+        "a red car on a road",
+        "someone cooking pasta",
+        "waves on a beach",
+        "a cat sleeping",
+        "people dancing at night",
+        "a man playing guitar",
+        "snow falling on trees",
+    ]
+    with torch.inference_mode():
+        t = model.encode_text(candidates).numpy().astype(np.float64)
+    s = t @ emb.T
+    order = np.argsort(-s, axis=1)
+    margin = s[np.arange(len(candidates)), order[:, 0]] - s[np.arange(len(candidates)), order[:, 1]]
+    best = int(np.argmax(margin))
+    top_row = int(order[best, 0])
+    sim = emb @ emb[top_row]
+    sim[top_row] = -np.inf
+    name = lambda r: Path(index.rows.at[r, "path"]).name  # noqa: E731
+    return candidates[best], name(top_row), name(int(np.argmax(sim)))
+
+
+def test_type_query_and_see_expected_result_first(served):
+    root, url = served
+    query, expected, expected_similar = _pick_query(root)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            sync_api.expect(page.locator("#status")).to_contain_text("6 videos indexed")
+            page.fill("#q", query)
+            page.press("#q", "Enter")
+            cards = page.locator("#results .card")
+            sync_api.expect(cards).to_have_count(6)
+            assert cards.first.locator(".name").inner_text() == expected
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.card .thumb')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+            page.screenshot(path=str(ARTIFACTS / "e2e_search.png"), full_page=True)
+
+            # click the thumbnail: the player opens on that video
+            cards.first.locator(".thumb").click()
+            sync_api.expect(page.locator("#player")).to_be_visible()
+            page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+            assert page.locator("#player-title").inner_text().startswith(expected)
+            page.screenshot(path=str(ARTIFACTS / "e2e_player.png"))
+            page.click("#close")
+            sync_api.expect(page.locator("#player")).to_be_hidden()
+
+            # "more like this" on the first result: video-to-video, itself excluded
+            cards.first.locator(".more").click()
+            sync_api.expect(page.locator("#status")).to_contain_text(f"like {expected}")
+            sync_api.expect(cards).to_have_count(5)
+            assert cards.first.locator(".name").inner_text() == expected_similar
+
+            # an over-long query is refused in the page and by the server, and the page keeps working
+            page.evaluate("document.getElementById('q').removeAttribute('maxlength')")
+            page.fill("#q", "x" * 500)
+            page.press("#q", "Enter")
+            sync_api.expect(page.locator("#status")).to_contain_text("too long")
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -1,0 +1,73 @@
+"""optimize_for_inference against the untouched fp32 model (the reference: same weights, plain eager fp32)."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipvip import CLIPViP, tiny_config
+from clipvip.inference import bf16_is_fast, optimize_for_inference, resolve_dtype
+
+TEXTS = ["a dog runs on the beach", "someone is cooking pasta", "a man plays the guitar"]
+
+
+def _model(variant="vip"):
+    return CLIPViP(tiny_config(variant)).eval()
+
+
+def _assert_unit_fp32(e):
+    assert e.dtype == torch.float32
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(e.shape[0]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["vip", "meanpool"])
+def test_bf16_agrees_with_fp32(variant):
+    ref_model = _model(variant)
+    video = torch.randn(3, 4, 3, 32, 32)
+    with torch.no_grad():
+        ref_v, ref_t = ref_model.encode_video(video), ref_model.encode_text(TEXTS)
+    fast = optimize_for_inference(copy.deepcopy(ref_model), dtype="bf16", compile=False)
+    assert fast.visual.conv1.weight.dtype == torch.bfloat16
+    assert fast.logit_scale.dtype == torch.float32 and fast.logit_scale.item() == ref_model.logit_scale.item()
+    with torch.no_grad():
+        v, t = fast.encode_video(video), fast.encode_text(TEXTS)
+    _assert_unit_fp32(v)
+    _assert_unit_fp32(t)
+    assert F.cosine_similarity(v, ref_v).min() > 0.999
+    assert F.cosine_similarity(t, ref_t).min() > 0.999
+    assert not torch.equal(v, ref_v)  # it really ran in bf16
+
+
+def test_fp32_keeps_numbers_and_disables_grad():
+    ref_model = _model()
+    video = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        ref = ref_model.encode_video(video)
+    fast = optimize_for_inference(copy.deepcopy(ref_model), dtype="fp32", compile=False)
+    assert not fast.training
+    assert not any(p.requires_grad for p in fast.parameters())
+    out = fast.encode_video(video)  # no torch.no_grad(): no graph is built anyway
+    assert out.grad_fn is None
+    _assert_unit_fp32(out)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    # applying it twice changes nothing
+    torch.testing.assert_close(optimize_for_inference(fast, dtype="fp32").encode_video(video), ref)
+
+
+def test_compiled_matches_eager():
+    ref_model = _model()
+    video = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        ref = ref_model.encode_video(video)
+        out = optimize_for_inference(copy.deepcopy(ref_model), dtype="fp32", compile=True).encode_video(video)
+    _assert_unit_fp32(out)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_dtype_resolution():
+    assert resolve_dtype("fp32") == torch.float32
+    assert resolve_dtype("bf16") == torch.bfloat16
+    assert resolve_dtype("auto") == (torch.bfloat16 if bf16_is_fast("cpu") else torch.float32)
+    with pytest.raises(ValueError, match="unknown inference dtype"):
+        resolve_dtype("fp8")

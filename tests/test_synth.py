@@ -1,0 +1,137 @@
+"""The synthetic world: exact time-reversal twins, captions / subtitles / middle-frame captions, files on disk."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clipvip.synth import (
+    COLOURS,
+    DIRECTIONS,
+    MOTIONS,
+    REVERSE_MOTION,
+    SyntheticFrameCaptioner,
+    WorldConfig,
+    caption,
+    generate_world,
+    plan_world,
+    render_clip,
+    sample_clip,
+    subtitle,
+)
+from clipvip.synth.world import spec_from_dict
+
+FILLERS = {"um", "uh", "so", "like", "you", "know", "okay", "right", "i", "mean", "basically", "yeah"}
+
+
+@pytest.mark.parametrize("motion", MOTIONS)
+@pytest.mark.parametrize("num_frames", [8, 9])  # odd T has an exact middle frame (the blend rule)
+def test_reverse_renders_the_reversed_frames(motion: str, num_frames: int) -> None:
+    rng = np.random.default_rng(hash((motion, num_frames)) % 2**32)
+    spec = sample_clip(rng, "a", motion, p_second=1.0)
+    frames = render_clip(spec, num_frames, 32)
+    twin = render_clip(spec.reverse("b"), num_frames, 32)
+    np.testing.assert_array_equal(twin, frames[::-1])
+    assert spec.reverse("b").main.motion == REVERSE_MOTION[motion]
+
+
+def _centroid_x(frame: np.ndarray, rgb: tuple[int, int, int]) -> float:
+    mask = np.abs(frame.astype(int) - np.asarray(rgb)).sum(-1) < 60
+    assert mask.any()
+    return float(np.nonzero(mask)[1].mean())
+
+
+def test_motion_left_moves_the_object_left_in_pixels() -> None:
+    rng = np.random.default_rng(1)
+    spec = sample_clip(rng, "a", "left", p_second=0.0, colour="red")
+    frames = render_clip(spec, 8, 48)
+    xs = [_centroid_x(f, COLOURS["red"]) for f in frames]
+    assert all(b < a for a, b in zip(xs, xs[1:]))  # strictly leftwards, frame after frame
+    assert caption(spec).endswith("moves to the left") and "red" in caption(spec)
+
+
+def test_mean_frame_cannot_tell_a_clip_from_its_twin() -> None:
+    """The structural point of the world: an order-blind summary (mean of frames) is identical for the twins."""
+    spec = sample_clip(np.random.default_rng(2), "a", "right")
+    a, b = render_clip(spec, 8, 32), render_clip(spec.reverse("b"), 8, 32)
+    np.testing.assert_array_equal(a.astype(np.int64).sum(0), b.astype(np.int64).sum(0))
+    assert caption(spec) != caption(spec.reverse("b"))
+
+
+def test_frame_captioner_sees_appearance_not_motion() -> None:
+    rng = np.random.default_rng(3)
+    cap = SyntheticFrameCaptioner(num_frames=8)
+    for motion in DIRECTIONS + ("grows", "turns"):
+        spec = sample_clip(rng, "a", motion, p_second=0.0)
+        text = cap(spec)
+        assert spec.main.shape in text
+        for word in ("moves", "grows", "turns", "shrinks", "appears"):
+            assert word not in text
+    # "turns": the middle frame (index 4 of 8, alpha 4/7 > 0.5) already shows the new colour
+    spec = sample_clip(rng, "a", "turns", p_second=0.0)
+    assert spec.main.colour[1] in cap(spec) and spec.main.colour[0] not in cap(spec)
+    assert "demo only" in cap.name
+
+
+def test_subtitles_are_noisy_asr_text() -> None:
+    rng = np.random.default_rng(4)
+    specs = [sample_clip(rng, f"c{i}", str(rng.choice(MOTIONS))) for i in range(300)]
+    subs = [subtitle(s, rng, other=specs[(i + 1) % 300]) for i, s in enumerate(specs)]
+    assert all(s == s.lower() for s in subs)
+    assert all(any(w in FILLERS for w in s.split()) for s in subs)
+    on_topic = sum(s.main.shape in sub or s.main.colour[0] in sub for s, sub in zip(specs, subs))
+    assert 0.3 * len(subs) < on_topic < 0.95 * len(subs)  # mostly about the clip, but far from always
+
+
+def test_world_on_disk(tmp_path) -> None:
+    from clipvip.video import read_frames
+
+    cfg = WorldConfig(num_images=6, num_pretrain=6, num_train=4, num_test_pairs=5, frame_size=32, num_frames=8)
+    world = generate_world(cfg, tmp_path / "w", progress=False)
+    rows = {s: [json.loads(x) for x in (tmp_path / "w" / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("images", "pretrain", "train", "test")}
+    assert [len(rows[s]) for s in ("images", "pretrain", "train", "test")] == [6, 6, 4, 10]
+    assert all({"clip_id", "subtitle", "caption", "captioner"} <= set(r) for r in rows["pretrain"])
+    assert all(len(r["text"]) == cfg.captions_per_train_clip for r in rows["train"])
+    texts = [r["text"] for r in rows["test"]]
+    assert len(set(texts)) == len(texts)
+    by_id = {r["clip_id"]: r for r in rows["test"]}
+    for r in rows["test"]:
+        assert by_id[r["twin"]]["twin"] == r["clip_id"]
+        assert REVERSE_MOTION[r["motion"]] == by_id[r["twin"]]["motion"]
+    # the written, decoded twins are exactly reversed (lossless H.264, one keyframe)
+    a, b = rows["test"][0]["clip_id"], rows["test"][0]["twin"]
+    fa = read_frames(world.video_path(a), num_frames=8, size=32).frames
+    fb = read_frames(world.video_path(b), num_frames=8, size=32).frames
+    assert fa.shape == (8, 3, 32, 32)
+    assert bool((fa.flip(0) == fb).all())
+    # the decoded first frame matches the renderer (up to yuv420p chroma rounding)
+    spec = spec_from_dict(json.loads((tmp_path / "w" / "world.json").read_text())["specs"][a])
+    ref = render_clip(spec, 8, 32)[0].astype(int)
+    assert np.abs(fa[0].permute(1, 2, 0).numpy().astype(int) - ref).mean() < 6
+    assert read_frames(world.image_path(rows["images"][0]["clip_id"]), size=32).frames.shape == (1, 3, 32, 32)
+    # resumable: a second call with the same config writes nothing new; another config is refused
+    mtime = world.video_path(a).stat().st_mtime_ns
+    generate_world(cfg, tmp_path / "w", progress=False)
+    assert world.video_path(a).stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="different config"):
+        generate_world(WorldConfig(num_images=7, num_pretrain=6, num_train=4, num_test_pairs=5), tmp_path / "w")
+
+
+def test_plan_is_seeded() -> None:
+    cfg = WorldConfig(num_images=3, num_pretrain=5, num_train=3, num_test_pairs=4)
+    a, b = plan_world(cfg), plan_world(cfg)
+    assert a.pretrain == b.pretrain and a.test == b.test
+    c = plan_world(WorldConfig(seed=1, num_images=3, num_pretrain=5, num_train=3, num_test_pairs=4))
+    assert c.pretrain != a.pretrain
+
+
+def test_bad_config_is_rejected() -> None:
+    with pytest.raises(ValueError, match="even"):
+        WorldConfig(frame_size=33)
+    with pytest.raises(ValueError, match="twin"):
+        WorldConfig(test_motions=("left", "still"))
+    with pytest.raises(ValueError, match="unknown motions"):
+        WorldConfig(motions=("left", "teleports"))
