@@ -31,17 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from clipvip.distributed import cleanup
+    from clipvip.distributed import cleanup, rank
     from clipvip_apps.train import NonFiniteLossError, load_config, train
 
     cfg = load_config(args.config, args.overrides)
     try:
         result = train(cfg, resume=args.resume)
+        is_main = rank() == 0
     except NonFiniteLossError as e:
         print(f"clipvip train: {e}", file=sys.stderr)
         return 3
     finally:
         cleanup()
+    if not is_main:
+        return 0
     print(f"done: {result.global_step} steps; last checkpoint {result.last_checkpoint}; model {result.model_dir}")
     if result.best_checkpoint is not None:
         print(f"best {cfg.best_metric} = {result.best_metric:.3f}: {result.best_checkpoint} ({result.best_model_dir})")

@@ -598,6 +598,11 @@ def train(
                 t0 = time.perf_counter()
                 if end_of_epoch:
                     break
+            if dinfo.distributed:  # every rank's bad samples, so rank 0's summary and count cover the job
+                parts: list[Any] = [None] * dinfo.world_size
+                torch.distributed.all_gather_object(parts, epoch_skipped)
+                skipped_total += sum(len(p) for p in parts) - len(epoch_skipped)
+                epoch_skipped = [x for p in parts for x in p]
             if epoch_skipped and dinfo.is_main:
                 shown = "; ".join(_describe_skipped(s) for s in epoch_skipped[:5] if s is not None)
                 msg = f"epoch {this_epoch}: skipped {len(epoch_skipped)} bad sample(s)"
