@@ -10,12 +10,14 @@ Configurations (each in a fresh subprocess so its peak memory is its own; rounds
   gradient; activations of one chunk only; one extra forward).
 - ``released_bf16`` / ``ours_bf16``: the same two models under CPU bf16 autocast (mixed precision), for reference.
 
-Speed: samples/s of one steady-state step (after a warm-up step that also creates the AdamW state).
+Speed: samples/s of one step, after ``--warmup`` untimed steps (default 0: on this shared 2-core machine one fp32
+step takes minutes; the lazy one-off work of a first step, AdamW state and oneDNN primitives, is small next to it).
 Memory: process RSS measured by the OS. ``rss_before_mib`` = resident size before the timed step (weights, AdamW
-state, libraries); ``peak_mib`` = peak RSS during the timed step (``VmHWM`` reset right before it through
-/proc/self/clear_refs); ``step_extra_mib`` = the difference (activations, gradients, workspace). Linux only.
+state once a step ran, libraries); ``peak_mib`` = peak RSS during the timed step (``VmHWM`` reset right before it
+through /proc/self/clear_refs); ``step_extra_mib`` = the difference (activations, gradients, workspace). Linux only.
 
-    .venv/bin/python benchmarks/bench_train_step.py                # ~10 min on an idle 2-core CPU
+    .venv/bin/python benchmarks/bench_train_step.py                # 4 fp32 configs, ~5 min on an idle 2-core CPU
+    .venv/bin/python benchmarks/bench_train_step.py --configs released_bf16 ours_bf16 --warmup 1
     .venv/bin/python benchmarks/bench_train_step.py --configs released ours --rounds 1
 """
 
@@ -34,14 +36,15 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = ("released", "ours", "ours_ckpt", "ours_gradcache", "released_bf16", "ours_bf16")
+DEFAULT_CONFIGS = ("released", "ours", "ours_ckpt", "ours_gradcache")
 
 
 def _status_kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
-def measure_one(name: str, batch: int, frames: int, chunk: int) -> dict:
-    """Runs inside the subprocess: one warm-up step, then one measured step."""
+def measure_one(name: str, batch: int, frames: int, chunk: int, warmup: int) -> dict:
+    """Runs inside the subprocess: ``warmup`` steps, then one measured step."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,39 +81,43 @@ def measure_one(name: str, batch: int, frames: int, chunk: int) -> dict:
         return float(loss)
 
     t0 = time.perf_counter()
-    loss0 = step()
+    losses = [step() for _ in range(warmup)]
     warm = time.perf_counter() - t0
     rss = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     t0 = time.perf_counter()
-    loss1 = step()
+    losses.append(step())
     dt = time.perf_counter() - t0
     peak = _status_kib("VmHWM")
     return {
         "config": name,
         "samples_per_s": batch / dt,
         "step_s": dt,
-        "warmup_step_s": warm,
+        "warmup_steps": warmup,
+        "warmup_s": warm,
         "rss_before_mib": rss / 1024,
         "peak_mib": peak / 1024,
         "step_extra_mib": (peak - rss) / 1024,
-        "losses": [loss0, loss1],
+        "losses": losses,
         "loadavg_1min": os.getloadavg()[0],
     }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(DEFAULT_CONFIGS))
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--chunk", type=int, default=2, help="GradCache chunk size")
+    ap.add_argument(
+        "--warmup", type=int, default=0, help="untimed steps first (0: the measured step also creates AdamW state)"
+    )
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (one subprocess per config per round)")
     ap.add_argument("--out", type=Path, default=RESULTS / "train_step.json")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
-        print(json.dumps(measure_one(args._child, args.batch, args.frames, args.chunk)))
+        print(json.dumps(measure_one(args._child, args.batch, args.frames, args.chunk, args.warmup)))
         return 0
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,7 +128,7 @@ def main() -> int:
     for r in range(args.rounds):
         for name in args.configs:
             cmd = [sys.executable, __file__, "--batch", str(args.batch), "--frames", str(args.frames),
-                   "--chunk", str(args.chunk), "--_child", name]  # fmt: skip
+                   "--chunk", str(args.chunk), "--warmup", str(args.warmup), "--_child", name]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
                 print(proc.stderr, file=sys.stderr)

@@ -129,7 +129,7 @@ def _collate(items: list[dict]) -> dict:
     return {**{k: torch.stack([it[k] for it in items]) for k in items[0]}, "skipped": []}
 
 
-def _train_cfg(run_dir: str, batch_size: int) -> TrainConfig:
+def _train_cfg(run_dir: str, batch_size: int, grad_cache_chunk: int | None = None) -> TrainConfig:
     return TrainConfig(
         stage="finetune",
         run_dir=run_dir,
@@ -143,6 +143,7 @@ def _train_cfg(run_dir: str, batch_size: int) -> TrainConfig:
         log_every=1,
         device="cpu",
         seed=5,
+        grad_cache_chunk=grad_cache_chunk,
     )
 
 
@@ -153,18 +154,24 @@ def _train_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     from clipvip_apps.train import train
 
-    res = train(
-        _train_cfg(str(Path(out_dir) / "ddp"), 4), train_dataset=_FixedToy(), collate_fn=_collate, progress=False
-    )
-    torch.save(
-        {"state": res.model.state_dict(), "losses": [h["loss"] for h in res.history]}, Path(out_dir) / f"train{rank}.pt"
-    )
+    for chunk in (None, 3):  # DDP, then GradCache (chunks 3 + 1 of each rank's 4; gradients all-reduced by hand)
+        res = train(
+            _train_cfg(str(Path(out_dir) / f"ddp{chunk}"), 4, chunk),
+            train_dataset=_FixedToy(),
+            collate_fn=_collate,
+            progress=False,
+        )
+        torch.save(
+            {"state": res.model.state_dict(), "losses": [h["loss"] for h in res.history]},
+            Path(out_dir) / f"train{rank}_{chunk}.pt",
+        )
     torch.distributed.destroy_process_group()
 
 
 def test_trainer_two_ranks_match_one_process(tmp_path: Path) -> None:
     """The whole trainer (sampler split, DDP, gathered loss, AdamW, schedule, checkpoint) under 2 gloo ranks x
-    batch 4 ends at the weights of 1 process x batch 8 (to float tolerance: reduction order differs)."""
+    batch 4 ends at the weights of 1 process x batch 8 (to float tolerance: reduction order differs); the same with
+    GradCache instead of DDP."""
     from clipvip_apps.train import train
 
     port = _free_port()
@@ -178,13 +185,13 @@ def test_trainer_two_ranks_match_one_process(tmp_path: Path) -> None:
             p.kill()
             pytest.fail("distributed trainer hung")
         assert p.exitcode == 0, "a distributed trainer failed"
-    assert (tmp_path / "ddp" / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "ddpNone" / "checkpoints" / "last.pt").exists()
     single = train(
         _train_cfg(str(tmp_path / "single"), 8), train_dataset=_FixedToy(), collate_fn=_collate, progress=False
     )
     ref = single.model.state_dict()
-    for r in range(2):
-        got = torch.load(tmp_path / f"train{r}.pt", weights_only=True)
+    for r, chunk in [(0, None), (1, None), (0, 3), (1, 3)]:
+        got = torch.load(tmp_path / f"train{r}_{chunk}.pt", weights_only=True)
         assert got["losses"] == pytest.approx([h["loss"] for h in single.history], rel=1e-5)
         for k, v in ref.items():
             torch.testing.assert_close(got["state"][k], v, rtol=1e-4, atol=2e-6, msg=k)

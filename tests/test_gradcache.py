@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from clipvip import CLIPViP, tiny_config, tokenize
-from clipvip.gradcache import GradCache, split_batch
+from clipvip.distributed import gather_with_grad, init_distributed
+from clipvip.gradcache import GradCache, average_gradients, split_batch
 from clipvip.losses import info_nce, ocl_loss
 
 B = 6
@@ -119,3 +120,63 @@ def test_bad_inputs():
             lambda e: e["a"].sum(),
         )
     assert [len(c) for c in split_batch(["x"] * 5, 2)] == [2, 2, 1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    init_distributed("cpu")
+    torch.manual_seed(0)
+    model = CLIPViP(tiny_config("vip")).double()
+    video, subs, _ = _batch()
+    n = B // world
+    local_v, local_s = video[rank * n : (rank + 1) * n], subs[rank * n : (rank + 1) * n]
+
+    def loss_fn(e):
+        return info_nce(gather_with_grad(e["video"]), gather_with_grad(e["subtitle"]), model.logit_scale)
+
+    loss = GradCache(chunk_size=2).step(
+        {"video": model.encode_video, "subtitle": model.encode_text}, {"video": local_v, "subtitle": local_s}, loss_fn
+    )
+    average_gradients(model.parameters())
+    torch.save({"loss": loss, "grads": _grads(model)}, f"{out_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_equal_one_process_full_batch(tmp_path):
+    """2 ranks x 3 samples, GradCache chunks of 2, gather_with_grad in the loss, then average_gradients ==
+    one process, plain full-batch backward over all 6 samples."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+        if p.is_alive():
+            p.kill()
+            pytest.fail("distributed worker hung")
+        assert p.exitcode == 0, "a distributed worker failed"
+
+    torch.manual_seed(0)
+    model = CLIPViP(tiny_config("vip")).double()
+    video, subs, _ = _batch()
+    full = info_nce(model.encode_video(video), model.encode_text(subs), model.logit_scale)
+    full.backward()
+    ref = _grads(model)
+    for r in range(2):
+        got = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
+        torch.testing.assert_close(got["loss"], full.detach(), rtol=1e-10, atol=1e-12)
+        assert got["grads"].keys() == ref.keys()
+        for name in ref:
+            torch.testing.assert_close(got["grads"][name], ref[name], rtol=1e-8, atol=1e-12, msg=name)

@@ -55,6 +55,7 @@ def test_fp32_keeps_numbers_and_disables_grad():
     torch.testing.assert_close(optimize_for_inference(fast, dtype="fp32").encode_video(video), ref)
 
 
+@pytest.mark.slow  # one torch.compile of a tiny tower: ~20 s of C++ compilation on a fresh cache
 def test_compiled_matches_eager():
     ref_model = _model()
     video = torch.randn(2, 4, 3, 32, 32)

@@ -88,11 +88,11 @@ class ManifestOptions:
 
 def iter_manifest(path: str | Path, options: ManifestOptions = ManifestOptions()) -> Iterator[tuple[str, str]]:
     """(clip_id, video path) for every row of a jsonl / parquet manifest, streamed."""
-    from clipvip.data.datasets import _iter_manifest
+    from clipvip.data.datasets import iter_manifest_rows, manifest_video_path
 
     path = Path(path)
     root = options.video_root
-    for n, row in enumerate(_iter_manifest(os.fspath(path)), 1):
+    for n, row in enumerate(iter_manifest_rows(os.fspath(path)), 1):
         if not isinstance(row, dict):
             raise ValueError(f"{path}: row {n} is not an object but {type(row).__name__}")
         if row.get(options.id_key) in (None, ""):
@@ -105,15 +105,9 @@ def iter_manifest(path: str | Path, options: ManifestOptions = ManifestOptions()
                 raise ValueError(f"{path}: row {n}: the video template needs field {e}") from None
             yield clip_id, video  # the template places {root} itself
             continue
-        if options.video_key:
-            if row.get(options.video_key) in (None, ""):
-                raise ValueError(f"{path}: row {n} has no {options.video_key!r} field (keys: {sorted(row)})")
-            video = str(row[options.video_key])
-        else:
-            video = str(row.get("video") or row.get("path") or f"{clip_id}.mp4")
-        if not os.path.isabs(video) and "://" not in video:
-            video = os.path.join(root, video)
-        yield clip_id, video
+        if options.video_key and row.get(options.video_key) in (None, ""):
+            raise ValueError(f"{path}: row {n} has no {options.video_key!r} field (keys: {sorted(row)})")
+        yield clip_id, manifest_video_path(row, clip_id, root, options.video_key)
 
 
 def iter_shard_samples(tar_path: str | Path, id_key: str = "clip_id") -> Iterator[tuple[str, str, bytes]]:
@@ -121,12 +115,12 @@ def iter_shard_samples(tar_path: str | Path, id_key: str = "clip_id") -> Iterato
 
     Same grouping and clip-id rule as ``PretrainDataset`` (the json's ``id_key``, else the key). Samples without a
     video member are skipped with a warning; an unreadable tar raises ValueError naming it."""
-    from clipvip.data.datasets import _iter_tar
+    from clipvip.data.datasets import iter_tar_samples
     from clipvip.video import VIDEO_EXTENSIONS
 
     tar_path = Path(tar_path)
     try:
-        for key, members in _iter_tar(os.fspath(tar_path)):
+        for key, members in iter_tar_samples(os.fspath(tar_path)):
             ext = next((e for e in members if "." + e in VIDEO_EXTENSIONS), None)
             if ext is None:
                 log.warning("%s: sample %r has no video member (%s); skipped", tar_path, key, ", ".join(members))

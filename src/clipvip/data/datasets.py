@@ -230,7 +230,7 @@ def expand_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     return [spec]
 
 
-def _iter_tar(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {extension: bytes}) groups of a WebDataset tar, streamed (members of one key are adjacent)."""
     key, group = None, {}
     with tarfile.open(path, mode="r|*") as tar:
@@ -254,7 +254,7 @@ def _iter_tar(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, group
 
 
-def _iter_manifest(path: str) -> Iterator[dict[str, Any]]:
+def iter_manifest_rows(path: str) -> Iterator[dict[str, Any]]:
     """Rows of a jsonl or parquet manifest, streamed (parquet by record batches)."""
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -272,10 +272,17 @@ def _iter_manifest(path: str) -> Iterator[dict[str, Any]]:
                     raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
 
 
+def manifest_video_path(row: dict[str, Any], clip_id: str, video_root: str, key: str | None = None) -> str:
+    """The manifest's video-path rule, shared by ``PretrainDataset`` and ``clipvip caption`` so both read the same
+    files: the row's ``key`` (default ``video``, then ``path``), else ``{clip_id}.mp4``; relative to ``video_root``."""
+    rel = str(row[key]) if key else str(row.get("video") or row.get("path") or f"{clip_id}.mp4")
+    return rel if os.path.isabs(rel) or "://" in rel else os.path.join(video_root, rel)
+
+
 def load_captions(path: str | os.PathLike) -> dict[str, str]:
     """``{"clip_id", "caption"}`` jsonl (what ``clipvip caption`` writes) -> {clip_id: caption}."""
     out: dict[str, str] = {}
-    for row in _iter_manifest(os.fspath(path)):
+    for row in iter_manifest_rows(os.fspath(path)):
         if "clip_id" not in row or "caption" not in row:
             raise ValueError(f"{path}: caption rows need 'clip_id' and 'caption', got keys {sorted(row)}")
         out[str(row["clip_id"])] = str(row["caption"])
@@ -354,7 +361,7 @@ class PretrainDataset(IterableDataset):
         for si, shard in enumerate(shards):
             if by_shard and si % total != slot:
                 continue
-            rows = _iter_tar(shard) if self.kind == "tar" else _iter_manifest(shard)
+            rows = iter_tar_samples(shard) if self.kind == "tar" else iter_manifest_rows(shard)
             for ri, row in enumerate(rows):
                 if not by_shard and ri % total != slot:
                     continue
@@ -362,8 +369,7 @@ class PretrainDataset(IterableDataset):
 
     def _manifest_record(self, shard: str, row: dict[str, Any]) -> tuple[str, str, None, str | None, str | None]:
         clip_id = str(row.get("clip_id", ""))
-        rel = row.get("video") or row.get("path") or f"{clip_id}.mp4"
-        path = rel if os.path.isabs(rel) or "://" in rel else os.path.join(self.video_root, rel)
+        path = manifest_video_path(row, clip_id, self.video_root)
         sub = row.get(self.subtitle_field, row.get("text"))
         if isinstance(sub, list):
             sub = " ".join(map(str, sub))
@@ -462,7 +468,7 @@ class ImageCaptionDataset(Dataset):
         context_length: int = 77,
         resize: Literal["squash", "crop"] = "squash",
     ) -> None:
-        self.rows = [(r["image"], str(r["caption"])) for r in _iter_manifest(os.fspath(manifest))]
+        self.rows = [(r["image"], str(r["caption"])) for r in iter_manifest_rows(os.fspath(manifest))]
         self.root, self.size, self.context_length, self.resize = os.fspath(image_root), size, context_length, resize
 
     def __len__(self) -> int:

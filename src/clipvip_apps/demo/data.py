@@ -9,6 +9,8 @@ below produce exactly the sample dicts the trainer and ``clipvip.eval.evaluate_r
 - ``PretrainClips``   (post-pretraining): {"video", "frame", "subtitle", "caption"};
 - ``GalleryClips``    (evaluation): one item per clip, {"video", "video_index"}, with ``texts`` / ``text_to_video``.
 
+Batches are made by the library's ``clipvip.data.collate`` (undecodable items become ``batch["skipped"]``).
+
 ``repeats`` lets one trainer "epoch" cover several passes, so a short run writes one checkpoint, not dozens.
 """
 
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -146,22 +147,5 @@ class GalleryClips(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         p = self.paths[i]
         if not self.cache.has(p):
-            return {"skipped": {"video_index": i, "path": str(p)}}
+            return {"skipped": {"video_index": i, "path": str(p), "reason": self.cache.failed.get(str(p), "?")}}
         return {"video": normalize(self.cache.frames(p)), "video_index": i}
-
-
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors, list strings; items marked "skipped" are dropped and listed (the eval contract)."""
-    good = [s for s in samples if "skipped" not in s]
-    out: dict[str, Any] = {"skipped": [s["skipped"] for s in samples if "skipped" in s]}
-    if not good:
-        return out
-    for k in good[0]:
-        vals = [s[k] for s in good]
-        if isinstance(vals[0], Tensor):
-            out[k] = torch.stack(vals)
-        elif isinstance(vals[0], int):
-            out[k] = torch.tensor(vals)
-        else:
-            out[k] = vals
-    return out

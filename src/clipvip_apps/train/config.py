@@ -60,6 +60,9 @@ class TrainConfig:
     # Speed / memory.
     precision: Precision = "fp32"  # bf16: autocast on CPU and GPU; fp16: GPU only, with GradScaler
     grad_checkpointing: bool = False
+    # GradCache (clipvip.gradcache): embed each micro-batch in chunks of this many samples and still get the exact
+    # gradient of the whole (gathered) batch's loss, so batch_size can exceed what fits in memory. None: off.
+    grad_cache_chunk: int | None = None
     freeze_text: bool = False
     device: str | None = None  # None: CUDA if available
 

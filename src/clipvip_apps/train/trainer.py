@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
 from clipvip.distributed import DistInfo, gather_with_grad, init_distributed
+from clipvip.gradcache import GradCache, average_gradients
 from clipvip.losses import FINETUNE_LOSSES, dsl_info_nce, ocl_loss
 from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from clipvip_apps.train.config import TrainConfig
@@ -107,23 +108,31 @@ def _text_ids(text: Any, context_length: int) -> Tensor:
     return tokenize(list(text), context_length)
 
 
+def batch_streams(
+    model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_variant: str = "d"
+) -> dict[str, tuple[Callable[[Tensor], Tensor], Tensor]]:
+    """{stream name: (encoder, input on the model's device)} of one batch. Pretrain: video, subtitle and (when
+    the OCL variant uses them) frame and caption; finetune: video and text. Frames may be [B, 3, H, W] or
+    [B, 1, 3, H, W] (a 1-frame video). ``embed_batch`` and the gradient-cache step both run these."""
+    dev = model.logit_scale.device
+    streams = {"video": (model.encode_video, batch["video"].to(dev, non_blocking=True))}
+    if stage == "finetune":
+        streams["text"] = (model.encode_text, _text_ids(batch["text"], context_length).to(dev))
+        return streams
+    streams["subtitle"] = (model.encode_text, _text_ids(batch["subtitle"], context_length).to(dev))
+    if ocl_variant in ("a", "c", "d"):
+        frame = batch["frame"].to(dev, non_blocking=True)
+        streams["frame"] = (model.encode_video, frame[:, None] if frame.ndim == 4 else frame)
+    if ocl_variant != "vs":
+        streams["caption"] = (model.encode_text, _text_ids(batch["caption"], context_length).to(dev))
+    return streams
+
+
 def embed_batch(
     model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_variant: str = "d"
 ) -> dict[str, Tensor]:
-    """Local embeddings of one batch. Pretrain: video, subtitle and (when the OCL variant uses them) frame and
-    caption; finetune: video and text. Frames may be [B, 3, H, W] or [B, 1, 3, H, W] (a 1-frame video)."""
-    dev = model.logit_scale.device
-    out = {"video": model.encode_video(batch["video"].to(dev, non_blocking=True))}
-    if stage == "finetune":
-        out["text"] = model.encode_text(_text_ids(batch["text"], context_length).to(dev))
-        return out
-    out["subtitle"] = model.encode_text(_text_ids(batch["subtitle"], context_length).to(dev))
-    if ocl_variant in ("a", "c", "d"):
-        frame = batch["frame"].to(dev, non_blocking=True)
-        out["frame"] = model.encode_video(frame[:, None] if frame.ndim == 4 else frame)
-    if ocl_variant != "vs":
-        out["caption"] = model.encode_text(_text_ids(batch["caption"], context_length).to(dev))
-    return out
+    """Local L2-normalised embeddings of one batch, {stream name: [b, E]} (see ``batch_streams``)."""
+    return {k: enc(x) for k, (enc, x) in batch_streams(model, batch, stage, context_length, ocl_variant).items()}
 
 
 def contrastive_loss(embeddings: dict[str, Tensor], logit_scale: Tensor, cfg: TrainConfig) -> Tensor:
@@ -135,6 +144,31 @@ def contrastive_loss(embeddings: dict[str, Tensor], logit_scale: Tensor, cfg: Tr
     if cfg.finetune_loss == "dsl":
         return dsl_info_nce(g["video"], g["text"], logit_scale, dsl_temp=cfg.dsl_temp)
     return FINETUNE_LOSSES[cfg.finetune_loss](g["video"], g["text"], logit_scale)
+
+
+def _grad_cache_step(
+    gc: GradCache, model: nn.Module, batch: dict[str, Any], cfg: TrainConfig, scaler: Any, device: torch.device
+) -> Tensor:
+    """One micro-batch through ``clipvip.gradcache``: exact gradients of ``contrastive_loss`` on the whole
+    (gathered) batch, holding the activations of one ``grad_cache_chunk`` at a time. Returns the detached loss."""
+    streams = batch_streams(model, batch, cfg.stage, cfg.context_length, cfg.ocl_variant)
+
+    def encoder(enc: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        def run(x: Tensor) -> Tensor:
+            with _autocast(device, cfg.precision):
+                return enc(x)
+
+        return run
+
+    raw: list[Tensor] = []
+
+    def loss_fn(embs: dict[str, Tensor]) -> Tensor:
+        loss = contrastive_loss(embs, model.logit_scale, cfg)
+        raw.append(loss.detach())  # a NaN/inf here makes the caller raise before the optimizer runs
+        return scaler.scale(loss / cfg.grad_accum)
+
+    gc.step({k: encoder(enc) for k, (enc, _) in streams.items()}, {k: x for k, (_, x) in streams.items()}, loss_fn)
+    return raw[0]
 
 
 class _Embedder(nn.Module):
@@ -397,7 +431,8 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
 
     embedder: nn.Module = _Embedder(model, cfg)
-    if dinfo.distributed:
+    grad_cache = GradCache(cfg.grad_cache_chunk) if cfg.grad_cache_chunk else None
+    if dinfo.distributed and grad_cache is None:
         embedder = nn.parallel.DistributedDataParallel(
             embedder, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -528,20 +563,26 @@ def train(
                 micro += 1
                 last_micro = micro == cfg.grad_accum
                 sync = contextlib.nullcontext() if (last_micro or not dinfo.distributed) else embedder.no_sync()
-                with sync:
-                    with _autocast(device, cfg.precision):
-                        embs, logit_scale = embedder(batch)
-                    loss = contrastive_loss(embs, logit_scale, cfg)
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"loss is {loss.item()} at optimizer step {step + 1} (epoch {epoch}, batch "
-                            f"{batch_in_epoch + consumed - 1}); stopped. The last good checkpoint is "
-                            f"{last_ckpt if last_ckpt else 'none (no checkpoint was written yet)'}"
-                        )
-                    scaler.scale(loss / cfg.grad_accum).backward()
+                if grad_cache is not None:
+                    loss = _grad_cache_step(grad_cache, model, batch, cfg, scaler, device)
+                else:
+                    with sync:
+                        with _autocast(device, cfg.precision):
+                            embs, logit_scale = embedder(batch)
+                        loss = contrastive_loss(embs, logit_scale, cfg)
+                        if torch.isfinite(loss):
+                            scaler.scale(loss / cfg.grad_accum).backward()
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss.item()} at optimizer step {step + 1} (epoch {epoch}, batch "
+                        f"{batch_in_epoch + consumed - 1}); stopped. The last good checkpoint is "
+                        f"{last_ckpt if last_ckpt else 'none (no checkpoint was written yet)'}"
+                    )
                 loss_sum += loss.item()
                 if not last_micro:
                     continue
+                if grad_cache is not None:
+                    average_gradients(model.parameters())  # replaces DDP's all-reduce (no DDP with GradCache)
                 if cfg.clip_grad_norm is not None:
                     scaler.unscale_(optimizer)
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm))
@@ -644,6 +685,7 @@ __all__ = [
     "NonFiniteLossError",
     "ResumableBatchSampler",
     "TrainResult",
+    "batch_streams",
     "build_model",
     "contrastive_loss",
     "embed_batch",
