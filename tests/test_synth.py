@@ -90,8 +90,10 @@ def test_world_on_disk(tmp_path) -> None:
 
     cfg = WorldConfig(num_images=6, num_pretrain=6, num_train=4, num_test_pairs=5, frame_size=32, num_frames=8)
     world = generate_world(cfg, tmp_path / "w", progress=False)
-    rows = {s: [json.loads(x) for x in (tmp_path / "w" / f"{s}.jsonl").read_text().splitlines()]
-            for s in ("images", "pretrain", "train", "test")}
+    rows = {
+        s: [json.loads(x) for x in (tmp_path / "w" / f"{s}.jsonl").read_text().splitlines()]
+        for s in ("images", "pretrain", "train", "test")
+    }
     assert [len(rows[s]) for s in ("images", "pretrain", "train", "test")] == [6, 6, 4, 10]
     assert all({"clip_id", "subtitle", "caption", "captioner"} <= set(r) for r in rows["pretrain"])
     assert all(len(r["text"]) == cfg.captions_per_train_clip for r in rows["train"])

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from clipvip.synth.scene import (
     COLOURS,
+    DIRECTIONS,
     MOTIONS,
     REVERSE_MOTION,
     SHAPES,
@@ -39,7 +40,6 @@ from clipvip.synth.scene import (
     sample_image,
 )
 from clipvip.synth.text import SyntheticFrameCaptioner, caption, captions, static_description, subtitle
-
 
 # Lossless (crf 0): a clip and its time-reversed twin decode to exactly reversed frames. One keyframe per clip
 # (no scene-cut I-frames): 8-frame clips gain nothing from more, and it keeps decoding to one sequential pass.
@@ -60,13 +60,15 @@ class WorldConfig:
     num_test_pairs: int = 60
     captions_per_train_clip: int = 4
     p_second_object: float = 0.3
+    p_image_position: float = 1.0  # an image caption names where the object is ("on the left")
+    direction_weight: float = 3.0  # left/right/up/down are drawn this many times as often as other motions
     p_subtitle_other: float = 0.2  # the subtitle talks about another clip
     p_subtitle_chatter: float = 0.2  # the subtitle says nothing visual
     p_subtitle_motion: float = 0.5  # an on-topic subtitle mentions the motion
     motions: tuple[str, ...] = MOTIONS
     shapes: tuple[str, ...] = SHAPES
     # Few appearance combinations => clips in a batch often share appearance, so the text must name the motion.
-    colours: tuple[str, ...] = ("red", "green", "blue", "yellow")
+    colours: tuple[str, ...] = ("red", "green", "blue")
     test_motions: tuple[str, ...] = tuple(m for m in MOTIONS if m != "still")
 
     def __post_init__(self) -> None:
@@ -161,13 +163,19 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
         spec = sample_image(rng, f"img{i:05d}", cfg.p_second_object, cfg.shapes, cfg.colours)
         objs = [(o, 0.0) for o in spec.objects]
         world.specs[spec.clip_id] = spec
-        text = static_description(objs, with_position=bool(rng.random() < 0.6))
+        text = static_description(objs, with_position=bool(rng.random() < cfg.p_image_position))
         world.images.append({"clip_id": spec.clip_id, "text": text})
 
     def clip(clip_id: str, motion: str) -> ClipSpec:
         return sample_clip(rng, clip_id, motion, cfg.p_second_object, cfg.shapes, cfg.colours)
 
-    pre = [clip(f"pre{i:05d}", str(rng.choice(cfg.motions))) for i in range(cfg.num_pretrain)]
+    weights = np.array([cfg.direction_weight if m in DIRECTIONS else 1.0 for m in cfg.motions])
+    weights /= weights.sum()
+
+    def motion() -> str:
+        return str(rng.choice(cfg.motions, p=weights))
+
+    pre = [clip(f"pre{i:05d}", motion()) for i in range(cfg.num_pretrain)]
     for i, spec in enumerate(pre):
         world.specs[spec.clip_id] = spec
         world.split_of[spec.clip_id] = "pretrain"
@@ -179,7 +187,7 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
         )
 
     for i in range(cfg.num_train):
-        spec = clip(f"train{i:05d}", str(rng.choice(cfg.motions)))
+        spec = clip(f"train{i:05d}", motion())
         world.specs[spec.clip_id] = spec
         world.split_of[spec.clip_id] = "train"
         world.train.append({"clip_id": spec.clip_id, "text": captions(spec, cfg.captions_per_train_clip)})
@@ -230,7 +238,11 @@ def generate_world(config: WorldConfig, root: str | Path, progress: bool = True)
         write_video(world.video_path(cid), frames, fps=cfg.fps, options=VIDEO_OPTIONS)
     for split in ("images", "pretrain", "train", "test"):
         _write_jsonl(world.manifest(split), getattr(world, split))
-    meta = {"config": cfg.to_dict(), "video_options": VIDEO_OPTIONS, "specs": {k: _spec_to_dict(v) for k, v in world.specs.items()}}
+    meta = {
+        "config": cfg.to_dict(),
+        "video_options": VIDEO_OPTIONS,
+        "specs": {k: _spec_to_dict(v) for k, v in world.specs.items()},
+    }
     tmp = meta_path.with_name(".world.json.tmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, meta_path)
