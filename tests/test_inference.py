@@ -72,3 +72,16 @@ def test_dtype_resolution():
     assert resolve_dtype("auto") == (torch.bfloat16 if bf16_is_fast("cpu") else torch.float32)
     with pytest.raises(ValueError, match="unknown inference dtype"):
         resolve_dtype("fp8")
+
+
+def test_proxy_attention_gradients_match_dense_mask():
+    """The buffer-writing ProxyGuidedAttention (a speed change) back-propagates like the dense-mask reference."""
+    from clipvip.model.layers import MaskedAttention, ProxyGuidedAttention, proxy_guided_mask
+
+    M, T, N = 3, 4, 5
+    qkv = [torch.randn(2, 3, M + T * N, 8, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    g = torch.randn(2, 3, M + T * N, 8, dtype=torch.float64)
+    fast = torch.autograd.grad(ProxyGuidedAttention(M, T, N).attend(*qkv), qkv, g)
+    dense = torch.autograd.grad(MaskedAttention(proxy_guided_mask(M, T, N)).attend(*qkv), qkv, g)
+    for a, b in zip(fast, dense, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

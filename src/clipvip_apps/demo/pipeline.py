@@ -406,13 +406,21 @@ def _run(cfg: DemoConfig, t0: float, out: Path) -> dict[str, Any]:
     if data.failed:
         log.warning("%d files failed to decode and were skipped: %s", len(data.failed), list(data.failed)[:3])
 
-    clip = train_clip(cfg, data, out / "runs")
+    # Resume: a previous run of the same config left its finished stages in results.partial.json.
+    partial_path = out / "results.partial.json"
+    partial = json.loads(partial_path.read_text()) if partial_path.exists() else {}
+    if partial.get("config") != json.loads(json.dumps(cfg.to_dict(), default=str)):
+        partial = {}
+    elif cfg.progress:
+        tqdm.write(f"resuming from {partial_path}: {len(partial['seeds'])} seed(s) done")
+    clip = partial.get("clip") or train_clip(cfg, data, out / "runs")
     timings["clip_stage"] = clip["seconds"]
-    seeds = []
-    for s in range(cfg.seeds):
+    seeds = list(partial.get("seeds", []))[: cfg.seeds]
+    _atomic_json(partial_path, {"config": cfg.to_dict(), "clip": clip, "seeds": seeds})
+    for s in range(len(seeds), cfg.seeds):
         seeds.append(run_seed(cfg, data, s, out / "runs" / f"seed{s}", clip["dir"]))
         # keep finished work: partial results are on disk after every seed
-        _atomic_json(out / "results.partial.json", {"config": cfg.to_dict(), "clip": clip, "seeds": seeds})
+        _atomic_json(partial_path, {"config": cfg.to_dict(), "clip": clip, "seeds": seeds})
     timings["fine-tune/post-pretrain"] = sum(sum(s["seconds"].values()) for s in seeds)
 
     t = time.perf_counter()

@@ -36,8 +36,9 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     for table in ("table2", "table34"):
         rows: dict[str, Any] = {}
         for name in dict.fromkeys(n for s in seeds for n in s[table]):
-            vals = [_row_values(s[table][name]) for s in seeds if name in s[table]]
-            zs = [_row_values(s[table][name]["zero_shot"]) for s in seeds if "zero_shot" in s[table][name]]
+            runs = [s[table][name] for s in seeds if name in s[table]]
+            vals = [_row_values(r) for r in runs]
+            zs = [_row_values(r["zero_shot"]) for r in runs if "zero_shot" in r]
             rows[name] = {c: _stat([v[c] for v in vals]) for c, _ in COLUMNS}
             if zs:
                 rows[name]["zero_shot"] = {c: _stat([v[c] for v in zs]) for c, _ in COLUMNS}

@@ -6,7 +6,8 @@ every code path is visible at the call site:
 - ``FullAttention``: every token sees every token (CLIP ViT, the Full-Attention ablation).
 - ``CausalAttention``: CLIP's text tower.
 - ``ProxyGuidedAttention``: CLIP-ViP Eq. 2. Proxies see all tokens; a patch sees the proxies and its own frame.
-  Computed as two SDPA calls, never materialising a (M+T*N)^2 mask or score matrix.
+  Computed as two SDPA calls, never materialising a (M+T*N)^2 mask or score matrix; the per-frame keys and the
+  output are each written in one pass (layout copies cost as much as the attention itself on a CPU).
 - ``MaskedAttention``: an explicit dense boolean mask; ``proxy_guided_mask`` builds the Eq. 2 mask for it. This is
   the straightforward reference that tests compare ``ProxyGuidedAttention`` against.
 """
@@ -59,20 +60,26 @@ class ProxyGuidedAttention:
         B, h, L, d = q.shape
         M, T, N = self.num_proxies, self.num_frames, self.patches_per_frame
         assert L == M + T * N, f"sequence length {L} != M + T*N = {M} + {T}*{N}"
+
+        def frames(x: Tensor) -> Tensor:  # patch rows [B, h, T*N, d] -> view [B, T, h, N, d]
+            return x[:, :, M:].unflatten(2, (T, N)).transpose(1, 2)
+
+        def keys_per_frame(x: Tensor) -> Tensor:  # [B, h, L, d] -> [B*T, h, M+N, d], written in one pass
+            out = x.new_empty(B, T, h, M + N, d)
+            out[:, :, :, :M] = x[:, None, :, :M]  # the proxies' keys, broadcast to every frame
+            out[:, :, :, M:] = frames(x)
+            return out.flatten(0, 1)
+
+        # The result is written straight into a [B, L, h, d] buffer and returned as its [B, h, L, d] transpose,
+        # so the caller's transpose back to [B, L, h*d] is free (no concatenation, no extra layout copies).
+        out = q.new_empty(B, L, h, d)
         # 1) proxies attend to every token: [B, h, M, d]
-        out_proxy = F.scaled_dot_product_attention(q[:, :, :M], k, v)
-
-        # 2) patches attend to [proxies ; own frame], batched over (B, T): keys [B*T, h, M+N, d]
-        def per_frame(x: Tensor) -> Tensor:  # [B, h, T*N, d] -> [B*T, h, N, d]
-            return x.reshape(B, h, T, N, d).transpose(1, 2).reshape(B * T, h, N, d)
-
-        def with_proxies(x: Tensor) -> Tensor:  # -> [B*T, h, M+N, d]
-            prox = x[:, :, :M].unsqueeze(1).expand(B, T, h, M, d).reshape(B * T, h, M, d)
-            return torch.cat([prox, per_frame(x[:, :, M:])], dim=2)
-
-        out_patch = F.scaled_dot_product_attention(per_frame(q[:, :, M:]), with_proxies(k), with_proxies(v))
-        out_patch = out_patch.reshape(B, T, h, N, d).transpose(1, 2).reshape(B, h, T * N, d)
-        return torch.cat([out_proxy, out_patch], dim=2)
+        out[:, :M] = F.scaled_dot_product_attention(q[:, :, :M], k, v).transpose(1, 2)
+        # 2) patches attend to [proxies ; own frame], batched over (B, T): [B*T, h, N, d]
+        q_patch = frames(q).reshape(B * T, h, N, d)
+        out_patch = F.scaled_dot_product_attention(q_patch, keys_per_frame(k), keys_per_frame(v))
+        out[:, M:].unflatten(1, (T, N)).copy_(out_patch.view(B, T, h, N, d).transpose(2, 3))  # -> [B, T, N, h, d]
+        return out.transpose(1, 2)
 
 
 def proxy_guided_mask(num_proxies: int, num_frames: int, patches_per_frame: int) -> Tensor:
