@@ -49,6 +49,9 @@ class TrainConfig:
     epochs: int = 5
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     lr: float = 1e-6
+    # lr of the parameters a video variant adds to an image CLIP (proxies, temporal table, seqTransf head; see
+    # ``clipvip_apps.train.optim.NEW_PARAM_NAME_PARTS``), like CLIP-ViP's ``new_lr``. None: the same as ``lr``.
+    new_param_lr: float | None = None
     weight_decay: float = 0.2
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6

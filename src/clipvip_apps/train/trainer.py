@@ -426,7 +426,8 @@ def train(
     total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    groups = param_groups(model, cfg.weight_decay, lr=cfg.lr, new_param_lr=cfg.new_param_lr)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     scheduler = build_scheduler(optimizer, total_steps, warmup, cfg.min_lr_ratio)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
 
