@@ -290,6 +290,53 @@ def test_weight_decay_groups() -> None:
     assert sum(len(g["params"]) for g in groups) == len(names)
 
 
+def test_new_param_lr_groups_and_first_step(tmp_path: Path) -> None:
+    # the parameters a video variant adds to CLIP, listed by hand (independent of NEW_PARAM_NAME_PARTS)
+    new_names = {
+        "vip": {"visual.added_proxies", "visual.temporal_embedding"},
+        "seqtransf": {
+            n
+            for n, _ in clipvip.CLIPViP(clipvip.tiny_config("seqtransf")).visual.seq_head.named_parameters(
+                prefix="visual.seq_head"
+            )
+        },
+        "meanpool": set(),
+    }
+    for variant, want in new_names.items():
+        model = clipvip.CLIPViP(clipvip.tiny_config(variant))
+        by_id = {id(p): n for n, p in model.named_parameters()}
+        assert [g.get("lr") for g in param_groups(model, 0.1)] == [None, None]  # default: unchanged
+        groups = param_groups(model, 0.1, lr=1e-4, new_param_lr=1e-2)
+        got_new = {by_id[id(p)] for g in groups if g["lr"] == 1e-2 for p in g["params"]}
+        assert got_new == want, variant
+        assert sum(len(g["params"]) for g in groups) == len(by_id)
+        decayed = {by_id[id(p)] for p in param_groups(model, 0.1)[0]["params"]}  # decay split unchanged
+        assert {by_id[id(p)] for g in groups if g["weight_decay"] == 0.1 for p in g["params"]} == decayed
+    with pytest.raises(ValueError, match="base lr"):
+        param_groups(clipvip.CLIPViP(clipvip.tiny_config("vip")), 0.1, new_param_lr=1e-2)
+
+    # through the trainer: Adam's first step moves each weight by ~lr (m/sqrt(v) = sign(g)), so the step sizes
+    # show which rate each parameter got
+    torch.manual_seed(0)
+    model = clipvip.CLIPViP(clipvip.tiny_config("vip"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = tiny_cfg(
+        tmp_path,
+        max_steps=1,
+        warmup_steps=0,
+        lr=1e-5,
+        new_param_lr=1e-2,
+        clip_grad_norm=None,
+        save_every=None,
+        eps=1e-12,
+    )
+    res = train(cfg, model, train_dataset=ToyRetrieval(), collate_fn=collate, progress=False)
+    step = {n: (p.detach().cpu() - before[n]).abs().max().item() for n, p in res.model.named_parameters()}
+    for n in new_names["vip"]:
+        assert step[n] == pytest.approx(1e-2, rel=1e-3), n
+    assert max(v for n, v in step.items() if n not in new_names["vip"]) <= 1e-5 * 1.01  # fp32 rounding of w + step
+
+
 def test_cosine_with_warmup() -> None:
     total, warm = 100, 10
     assert cosine_with_warmup(0, total, warm) == pytest.approx(0.1)

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from clipvip.weights.fingerprint import model_fingerprint  # noqa: F401  (re-exported by clipvip.eval)
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
@@ -183,21 +185,6 @@ def embedding_valid_mask(emb: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- fingerprints
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 of the model's config and every parameter/buffer byte (so fine-tuned weights never hit a stale cache)."""
-    h = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None:
-        cfg = config.to_dict() if hasattr(config, "to_dict") else repr(config)
-        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _describe(value: Any, depth: int = 0) -> Any:

@@ -17,7 +17,6 @@ atomically (.npy first, then the .parquet that marks it complete), and the next 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from clipvip.index.ann import AnnIndex, exact_topk
+from clipvip.weights.fingerprint import model_fingerprint as _fingerprint
 
 FORMAT_VERSION = 1
 META_NAME = "index.json"
@@ -62,15 +62,9 @@ def atomic_save_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def model_fingerprint(model: Any) -> str:
-    """sha256 over the model's config and weights (sorted by name): an index must be searched with the model
-    that built it, and a path alone does not tell whether the weights behind it changed. ``num_frames`` (how many
-    frames a reader samples by default) is left out: it is recorded in the index settings instead."""
-    cfg = {k: v for k, v in model.config.to_dict().items() if k != "num_frames"}
-    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:32]
+    """The library's model fingerprint without ``num_frames`` (how many frames a reader samples by default): the
+    index records that in its own settings, so changing it alone does not invalidate the index."""
+    return _fingerprint(model, ignore_config=("num_frames",))[:32]
 
 
 def read_meta(root: str | Path) -> dict[str, Any]:
