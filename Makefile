@@ -1,6 +1,6 @@
 # make demo : set up .venv and run the main job (the synthetic CLIP-ViP reproduction) on its embedded default
 # make test : set up .venv, lint, and run the whole test suite
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,3 @@ lint: setup
 
 test: setup lint
 	.venv/bin/python -m pytest -q
-
-bench: setup
-	.venv/bin/python benchmarks/run_all.py

@@ -316,3 +316,93 @@ def test_real_fixture_videos_match_naive_decode(name: str) -> None:
     per_frame = (out.frames.float() - ref).abs().mean(dim=(1, 2, 3))
     assert per_frame.max() < 4, per_frame
     assert probe(path).num_frames == len(all_frames)
+
+
+# ------------------------------------------------------------------------------ keyframe layouts (seek loop)
+
+
+def scene_cut_frames(n: int, cuts: list[int], h: int = 64) -> np.ndarray:
+    """n frames whose scene changes (smooth blocks <-> noise) at the indices in ``cuts``; within a scene each
+    frame is brighter than the last, so every frame still carries its index for :func:`identify`."""
+    smooth = make_frames(1, h, h, seed=11)[0].astype(int)
+    noise = np.random.default_rng(7).integers(30, 200, (h, h, 3))
+    bounds = [0, *cuts, n]
+    out = [
+        np.clip((smooth if s % 2 == 0 else noise) + 6 * i, 0, 255)
+        for s in range(len(bounds) - 1)
+        for i in range(bounds[s], bounds[s + 1])
+    ]
+    return np.stack(out).astype(np.uint8)
+
+
+# (id, frames, scene cuts, x264 params). A scene cut closer than min-keyint to the last keyframe becomes a
+# non-IDR I-frame: FFmpeg's H.264 parser flags its packet key, but the MP4 sync-sample table (what seeking uses)
+# does not list it, so seeking to it lands on the previous keyframe. That used to make the reader re-seek forever.
+KEYFRAME_LAYOUTS = [
+    ("cut-middle", 8, [4], "min-keyint=8:keyint=250:bframes=0"),
+    ("cut-middle-lossless", 8, [4], "qp=0:min-keyint=8:keyint=250:bframes=0"),
+    ("two-cuts", 12, [4, 8], "min-keyint=12:keyint=250:bframes=0"),
+    ("cut-bframes", 12, [5], "min-keyint=12:keyint=250:bframes=2"),
+    ("keyint4", 8, [], "keyint=4:min-keyint=4"),
+    ("keyint2", 12, [], "keyint=2:min-keyint=2:bframes=0"),
+    ("keyint3-bframes", 12, [], "keyint=3:min-keyint=3:bframes=2"),
+]
+
+
+@pytest.mark.parametrize("layout", KEYFRAME_LAYOUTS, ids=[k[0] for k in KEYFRAME_LAYOUTS])
+def test_keyframe_layouts_read_right_frames_without_hanging(tmp_path, layout) -> None:
+    name, n, cuts, params = layout
+    frames = scene_cut_frames(n, cuts)
+    path = write_video(tmp_path / f"{name}.mp4", frames, fps=8, options={"x264-params": params})
+    with av.open(str(path)) as c:
+        keys = [i for i, p in enumerate(c.demux(video=0)) if p.is_keyframe and p.size]
+    with av.open(str(path)) as c:  # independent reference: every frame, decoded in order
+        naive = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert len(naive) == n
+    if name.startswith("cut-middle"):
+        assert keys == [0, 4], keys  # the clip really has the layout of the bug report
+    for t in (8, n, 3):  # a few, all (every keyframe crossed) and a sparse pick (seeks past keyframes)
+        out = read_frames(path, num_frames=t, size=64, timeout=5)
+        expected = official_uniform(n, t)
+        assert identify(out.frames, frames) == expected
+        ref = torch.from_numpy(naive[expected]).permute(0, 3, 1, 2).float()
+        assert (out.frames.float() - ref).abs().max() <= 2  # the very frames a front-to-back decode gives
+        assert out.timestamps == pytest.approx([i / 8 for i in expected], abs=1e-3)
+    assert identify(read_middle_frame(path, size=64, timeout=5), frames) == [n // 2]
+
+
+class _SeekCounter:
+    """Wraps an opened container and records every seek (the reader's seek loop must make progress)."""
+
+    def __init__(self, container, seeks: list[int]) -> None:
+        self._c, self._seeks = container, seeks
+
+    def __getattr__(self, name: str):
+        return getattr(self._c, name)
+
+    def seek(self, offset: int, *args, **kwargs):
+        self._seeks.append(offset)
+        return self._c.seek(offset, *args, **kwargs)
+
+
+@pytest.mark.parametrize("layout", [KEYFRAME_LAYOUTS[0], KEYFRAME_LAYOUTS[2], KEYFRAME_LAYOUTS[5]], ids=lambda k: k[0])
+def test_seek_loop_makes_progress(tmp_path, monkeypatch, layout) -> None:
+    """Each seek must go to a later keyframe than the last one (at most one seek per keyframe), and GOP
+    skipping must still happen where the container can seek (keyint2: a sparse pick seeks past GOPs)."""
+    import clipvip.video.read as reader
+
+    name, n, cuts, params = layout
+    frames = scene_cut_frames(n, cuts)
+    path = write_video(tmp_path / f"{name}.mp4", frames, fps=8, options={"x264-params": params})
+    with av.open(str(path)) as c:
+        num_keys = sum(1 for p in c.demux(video=0) if p.is_keyframe and p.size)
+    seeks: list[int] = []
+    real_open = reader._open
+    monkeypatch.setattr(reader, "_open", lambda *a, **k: _SeekCounter(real_open(*a, **k), seeks))
+    for t in (n, 3):
+        seeks.clear()
+        out = read_frames(path, num_frames=t, size=64, timeout=5)
+        assert identify(out.frames, frames) == official_uniform(n, t)
+        assert seeks == sorted(set(seeks)) and len(seeks) < num_keys, seeks
+    if name == "keyint2":
+        assert seeks, "a sparse pick on a seekable file should skip GOPs by seeking"

@@ -65,6 +65,10 @@ class WorldConfig:
     p_subtitle_other: float = 0.2  # the subtitle talks about another clip
     p_subtitle_chatter: float = 0.2  # the subtitle says nothing visual
     p_subtitle_motion: float = 0.5  # an on-topic subtitle mentions the motion
+    # Share of train clips that come with their time-reversed twin (also a train clip, with its own captions):
+    # the only batches in which "moves left" vs "moves right" can be told apart by ORDER alone are those holding
+    # the same scene both ways, so these pairs are the contrastive signal for frame order (a hard negative each).
+    train_twin_fraction: float = 0.0
     motions: tuple[str, ...] = MOTIONS
     shapes: tuple[str, ...] = SHAPES
     # Few appearance combinations => clips in a batch often share appearance, so the text must name the motion.
@@ -84,6 +88,8 @@ class WorldConfig:
         bad = [m for m in (*self.motions, *self.test_motions) if m not in REVERSE_MOTION]
         if bad:
             raise ValueError(f"unknown motions {bad}; expected some of {MOTIONS}")
+        if not 0.0 <= self.train_twin_fraction <= 1.0:
+            raise ValueError(f"train_twin_fraction must be in [0, 1], got {self.train_twin_fraction}")
         if "still" in self.test_motions:
             raise ValueError("test clips come in time-reversal twin pairs; 'still' has no distinct twin")
 
@@ -186,8 +192,15 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
             {"clip_id": spec.clip_id, "subtitle": sub, "caption": captioner(spec), "captioner": captioner.name}
         )
 
-    for i in range(cfg.num_train):
-        spec = clip(f"train{i:05d}", motion())
+    train_specs: list[ClipSpec] = []
+    while len(train_specs) < cfg.num_train:
+        spec = clip(f"train{len(train_specs):05d}", motion())
+        train_specs.append(spec)
+        reversible = spec.main.motion != "still"  # a still scene reversed is the same scene
+        if cfg.train_twin_fraction > 0 and reversible and len(train_specs) < cfg.num_train:
+            if rng.random() < cfg.train_twin_fraction:
+                train_specs.append(spec.reverse(f"train{len(train_specs):05d}"))
+    for spec in train_specs:
         world.specs[spec.clip_id] = spec
         world.split_of[spec.clip_id] = "train"
         world.train.append({"clip_id": spec.clip_id, "text": captions(spec, cfg.captions_per_train_clip)})

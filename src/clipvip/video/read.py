@@ -15,7 +15,10 @@ Why this design:
   wall-clock deadline between packets (``timeout``), so a pathological file cannot stall a data loader.
   If the stream's timestamps turn out to be unusable (e.g. AVI with packed B-frames: decoded pts are not
   monotonic) or seeking lands in the wrong place, the reader falls back to a sequential decode that counts
-  output frames, so it never returns the wrong frames silently.
+  output frames, so it never returns the wrong frames silently. A seek that lands *before* the keyframe asked
+  for (MP4 seeks by its sync-sample table, which lists fewer keyframes than the packets' key flags, e.g. H.264
+  scene-cut I-frames) switches that read to decoding through, and every re-seek goes to a later keyframe than
+  the last one, so the seek loop always makes progress.
 * **Images** (``IMAGE_EXTENSIONS``) read as 1-frame videos: ``frames`` has ``T == 1`` whatever ``num_frames``
   is; the caller decides whether to repeat it (``encode_image`` treats a 1-frame input as an image). EXIF
   orientation is applied and any mode (grayscale, palette, alpha) is converted to RGB as CLIP's preprocessing
@@ -346,7 +349,10 @@ def _decode_by_pts(
             allow_seek = False
         skip_unwanted = fmt in _PTS_PER_PACKET_FORMATS
         fresh = True
+        # Progress guarantee: every pass of this loop either returns, ends it, or re-seeks to a keyframe strictly
+        # after the one this pass started from (see the `break` below), so it runs at most len(keys) + 1 times.
         while pos < len(targets):
+            deadline.check()
             seek_to = key_before(targets[pos])
             seeked = not fresh or (allow_seek and seek_to != keys[0])
             if seeked:
@@ -372,6 +378,11 @@ def _decode_by_pts(
                         raise _Fallback("pts")  # output pts not monotonic (e.g. packed B-frames in AVI)
                     if first and seeked and p > targets[pos]:
                         raise _Fallback("seek")  # seek landed after the frame we want
+                    if first and seeked and p < seek_to:
+                        # Seek landed before the keyframe asked for: the demuxer seeks by its own index (e.g. the
+                        # MP4 sync-sample table), which need not list every packet flagged key (the H.264 parser
+                        # flags non-IDR I-frames too). Re-seeking would land here again, so decode through.
+                        allow_seek = False
                     if p > targets[pos]:
                         raise _Fallback("pts")  # the decoder never produced a frame the packets promised
                     first = False
@@ -381,9 +392,9 @@ def _decode_by_pts(
                         pos += 1
                     if pos == len(targets):
                         return out
-                if allow_seek and last is not None and key_before(targets[pos]) > last:
+                if allow_seek and last is not None and key_before(targets[pos]) > max(last, seek_to):
                     advanced = True
-                    break  # a keyframe lies between here and the next target: seek, don't decode through
+                    break  # a later keyframe lies between here and the next target: seek, don't decode through
             fresh = False
             if not advanced:
                 break  # end of stream with targets left
@@ -656,9 +667,14 @@ def probe(path: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT) -> VideoInf
         try:
             if n:
                 container.seek(stream.start_time or 0, stream=stream, backward=True)
-            for frame in container.decode(stream):
+            frame = None
+            for packet in container.demux(stream):  # bounded: stops at the first frame, or at the deadline
+                deadline.check()
+                frame = next(iter(packet.decode()), None)
+                if frame is not None:
+                    break
+            if frame is not None:
                 rotation = int(round((frame.rotation or 0) / 90.0)) % 4 * 90
-                break
         except av.error.FFmpegError:
             pass
         if rotation in (90, 270):
