@@ -230,7 +230,11 @@ def main() -> int:
         ref = ours_fp32.encode_video(video)
         vip_flops = count_flops(lambda: ours_fp32.encode_video(video))
         mp_flops = count_flops(lambda: mp_fp32.encode_video(video))
-        check = {name: float(F.cosine_similarity(fn().float(), ref).min()) for name, fn in configs.items()}
+        mp_ref = mp_base.encode_video(video)  # MeanPool is another model: its own fp32 eager reference
+        check = {
+            name: float(F.cosine_similarity(fn().float(), mp_ref if name.startswith("meanpool") else ref).min())
+            for name, fn in configs.items()
+        }
         compile_s = {}
         for name, fn in configs.items():  # warm-up: compiles, oneDNN primitive caches
             compile_s[name] = round(timed(fn), 2)
@@ -309,7 +313,7 @@ def main() -> int:
         "loadavg_1min_per_round": loads,
         "loadavg_at_start": load_start,
         "loadavg_at_end": os.getloadavg(),
-        "min_cosine_vs_ours_fp32": check,
+        "min_cosine_vs_fp32_eager_same_variant": check,
         "warmup_s": compile_s,
         "results": results,
         "targets_met": targets,

@@ -106,3 +106,36 @@ def test_evaluate_twin_accuracy_against_direct_formula(tmp_path: Path) -> None:
         assert res["twin_accuracy_direction"] == pytest.approx(100 * np.mean(np.asarray(expect)[direction]))
         if variant == "meanpool":  # order-blind: identical twins -> every pair is a tie (exactly 50)
             assert res["twin_accuracy"] == pytest.approx(50.0)
+
+
+def test_left_right_probe_against_direct_loop(tmp_path: Path) -> None:
+    """``left_right_accuracy`` against a loop written here (captions swapped by hand, one image at a time)."""
+    from clipvip import CLIPViP
+    from clipvip.synth import WorldConfig, generate_world
+    from clipvip_apps.demo import DemoConfig
+    from clipvip_apps.demo.pipeline import build_data, left_right_accuracy
+
+    cfg = DemoConfig.preset(
+        True,
+        out=str(tmp_path),
+        progress=False,
+        world=WorldConfig(num_images=40, num_pretrain=2, num_train=2, num_test_pairs=9),
+    )
+    world = generate_world(cfg.world, tmp_path / "world", progress=False)
+    data = build_data(cfg, world)
+    torch.manual_seed(1)
+    model = CLIPViP(cfg.model_config("meanpool")).eval()
+    wins = []
+    for j, texts in enumerate(data.images.texts):
+        words = texts[0].split()
+        if ("left" in words) == ("right" in words):
+            continue
+        other = texts[0].replace("left", "#").replace("right", "left").replace("#", "right")
+        with torch.no_grad():
+            v = model.encode_video(data.images[j]["video"][None])[0]
+            t = model.encode_text([texts[0], other])
+        wins.append(float(t[0] @ v > t[1] @ v))
+    assert len(wins) >= 5
+    res = left_right_accuracy(model, data.images)
+    assert res["n"] == len(wins)
+    assert res["accuracy"] == pytest.approx(100 * sum(wins) / len(wins))

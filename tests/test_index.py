@@ -57,7 +57,9 @@ def test_cli_index_search_incremental(tmp_path, model_dir, capsys):
     (vids / "notes.txt").write_text("ignored: not a video extension")
     idx = tmp_path / "idx"
 
-    assert main(["index", str(vids), "--model", str(model_dir), "--out", str(idx), "--quiet"]) == 0
+    assert (
+        main(["index", str(vids), "--model", str(model_dir), "--out", str(idx), "--quiet", "--precision", "fp32"]) == 0
+    )
     out = capsys.readouterr().out
     assert "5 videos" in out and "encoded 5" in out and "failed 1" in out and "broken.mp4" in out
 
@@ -68,6 +70,15 @@ def test_cli_index_search_incremental(tmp_path, model_dir, capsys):
         np.testing.assert_allclose(index.emb[row], _direct_embedding(model, Path(p)), atol=1e-5)
         assert index.thumb_path(row).is_file()
     assert index.meta["failed"][0]["path"].endswith("broken.mp4")
+
+    # The default (optimize_for_inference "auto": bf16 where the CPU has it) agrees, and searches with the same
+    # fp32 model since the fingerprint is taken from the stored weights.
+    assert main(["index", str(vids), "--model", str(model_dir), "--out", str(tmp_path / "idx_auto"), "--quiet"]) == 0
+    capsys.readouterr()
+    auto = VideoIndex.open(tmp_path / "idx_auto")
+    assert auto.meta["model"]["fingerprint"] == index.meta["model"]["fingerprint"]
+    for row, p in enumerate(auto.rows["path"]):
+        assert float(np.dot(auto.emb[row], _direct_embedding(model, Path(p)))) > 0.999
 
     query = "a bright red square"
     assert main(["search", str(idx), query, "-k", "3", "--json"]) == 0
@@ -87,7 +98,9 @@ def test_cli_index_search_incremental(tmp_path, model_dir, capsys):
     os.utime(paths[1], ns=(paths[1].stat().st_atime_ns, paths[1].stat().st_mtime_ns + 10**9))
     paths[2].unlink()
     new = _video(vids / "new.mp4", 7)
-    assert main(["index", str(vids), "--model", str(model_dir), "--out", str(idx), "--quiet"]) == 0
+    assert (
+        main(["index", str(vids), "--model", str(model_dir), "--out", str(idx), "--quiet", "--precision", "fp32"]) == 0
+    )
     out = capsys.readouterr().out
     assert "encoded 2" in out and "unchanged 3" in out and "deleted 1" in out
     index = VideoIndex.open(idx)
@@ -101,7 +114,7 @@ def test_cli_index_search_incremental(tmp_path, model_dir, capsys):
     other = tmp_path / "other"
     torch.manual_seed(1)
     clipvip.CLIPViP(clipvip.tiny_config()).save_pretrained(other)
-    assert main(["index", str(vids), "--model", str(other), "--out", str(idx), "--quiet"]) == 2
+    assert main(["index", str(vids), "--model", str(other), "--out", str(idx), "--quiet", "--precision", "fp32"]) == 2
     assert "another model" in capsys.readouterr().err
     assert main(["search", str(idx), "x", "--model", str(other)]) == 2
     assert "not the model" in capsys.readouterr().err

@@ -137,3 +137,30 @@ def test_bad_config_is_rejected() -> None:
         WorldConfig(test_motions=("left", "still"))
     with pytest.raises(ValueError, match="unknown motions"):
         WorldConfig(motions=("left", "teleports"))
+
+
+def test_train_twins_are_time_reversed_pairs() -> None:
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up", "grows": "shrinks"}
+    cfg = WorldConfig(num_images=2, num_pretrain=2, num_train=40, num_test_pairs=4, train_twin_fraction=1.0)
+    world = plan_world(cfg)
+    assert len(world.train) == 40
+    specs = [world.specs[r["clip_id"]] for r in world.train]
+    pairs, i = 0, 0
+    while i < len(specs) - 1:
+        a, b = specs[i].main, specs[i + 1].main
+        if a.motion == "still":
+            i += 1
+            continue
+        # the twin: same scene, start and end swapped (checked field by field, not via ObjectSpec.reverse)
+        assert (b.start, b.end, b.radius, b.shape) == (a.end, a.start, a.radius[::-1], a.shape)
+        if a.motion in opposite:
+            assert b.motion == opposite[a.motion]
+            assert world.train[i]["text"][0] != world.train[i + 1]["text"][0]
+        pairs, i = pairs + 1, i + 2
+    assert pairs >= 15
+    # the default world has no twins in train (and is unchanged by the option's existence)
+    plain = plan_world(WorldConfig(num_images=2, num_pretrain=2, num_train=40, num_test_pairs=4))
+    s = [plain.specs[r["clip_id"]].main for r in plain.train]
+    assert not any(x.motion != "still" and (y.start, y.end) == (x.end, x.start) for x, y in zip(s, s[1:]))
+    with pytest.raises(ValueError, match="train_twin_fraction"):
+        WorldConfig(train_twin_fraction=1.5)

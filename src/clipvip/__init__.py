@@ -6,6 +6,7 @@ Data flows one way: video file -> frames (``clipvip.video``) -> tensors (``clipv
 """
 
 from clipvip.config import ModelConfig, TextConfig, VisionConfig, tiny_config
+from clipvip.inference import optimize_for_inference
 from clipvip.model import CLIPViP
 from clipvip.text import tokenize
 from clipvip.weights import CheckpointError, convert, load
@@ -20,6 +21,7 @@ __all__ = [
     "VisionConfig",
     "convert",
     "load",
+    "optimize_for_inference",
     "tiny_config",
     "tokenize",
 ]

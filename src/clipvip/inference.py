@@ -6,16 +6,14 @@ weights once (not per call, as autocast does) also halves the weight memory traf
 element-wise work between the matmuls (LayerNorm, QuickGELU, residual adds, layout copies).
 
 Embeddings stay comparable across precisions: ``encode_video`` / ``encode_text`` still return fp32, L2-normalised
-[B, E] (the towers' outputs are re-normalised in fp32), agreeing with the fp32 model to cosine > 0.999.
+[B, E] (``CLIPViP.encode_*`` re-normalise in fp32), agreeing with the fp32 model to cosine > 0.999.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from clipvip.model import CLIPViP
 
@@ -43,12 +41,6 @@ def resolve_dtype(dtype: InferenceDType, device: torch.device | str = "cpu") -> 
     raise ValueError(f"unknown inference dtype {dtype!r}; expected 'auto', 'bf16' or 'fp32'")
 
 
-def _fp32_unit_output(module: nn.Module, args: Any, out: Tensor) -> Tensor:
-    """Forward hook: a tower's (possibly bf16) L2-normalised output -> fp32 and re-normalised in fp32, so the
-    norms are 1 to fp32 precision (a bf16 normalisation is only good to ~3 digits)."""
-    return F.normalize(out.float(), dim=-1)
-
-
 def optimize_for_inference(model: CLIPViP, dtype: InferenceDType = "auto", compile: bool = False) -> CLIPViP:
     """Prepare ``model`` (in place, and returned) for encoding only: eval mode, no parameter gradients, weights in
     ``dtype`` ("auto": bf16 where the device has fast bf16, else fp32), and optionally ``torch.compile``.
@@ -66,9 +58,6 @@ def optimize_for_inference(model: CLIPViP, dtype: InferenceDType = "auto", compi
         model.to(target)
         model.logit_scale.data = logit_scale  # temperature in fp32: bf16 would turn ln(100) into ln(98.9)
     for tower in (model.visual, model.text):
-        if not getattr(tower, "_fp32_unit_output", False):
-            tower.register_forward_hook(_fp32_unit_output)
-            tower._fp32_unit_output = True
         if compile:
             # "freezing" folds the (now constant) weights into the graph and pre-packs them for oneDNN on CPU.
             tower.compile(options={"freezing": True} if device.type == "cpu" else None)

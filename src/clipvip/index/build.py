@@ -227,6 +227,7 @@ def build_index(
     model_path: str | Path,
     cfg: IndexConfig | None = None,
     progress: bool = True,
+    fingerprint: str | None = None,
 ) -> BuildReport:
     """Create or update the index at ``out`` from the videos under ``video_dir`` (see the module docstring).
 
@@ -244,7 +245,8 @@ def build_index(
     (out / "thumbs").mkdir(exist_ok=True)
     num_frames = cfg.num_frames or model.config.num_frames
     image_size = model.config.vision.image_size
-    fingerprint = model_fingerprint(model)
+    if fingerprint is None:  # pass it when ``model`` was converted (e.g. bf16) after loading
+        fingerprint = model_fingerprint(model)
     settings = {
         "num_frames": num_frames,
         "image_size": image_size,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clipvip.config import ModelConfig
@@ -31,7 +32,8 @@ class CLIPViP(nn.Module):
 
     def encode_video(self, video: Tensor) -> Tensor:
         """video: float [B, T, 3, H, W], CLIP mean/std normalised -> L2-normalised fp32 [B, E]."""
-        return self.visual(video.to(self.visual.conv1.weight.dtype)).float()
+        # Re-normalised in fp32: a bf16 tower (optimize_for_inference) normalises only to ~3 digits.
+        return F.normalize(self.visual(video.to(self.visual.conv1.weight.dtype)).float(), dim=-1)
 
     def encode_image(self, image: Tensor) -> Tensor:
         """An image is a 1-frame video (its temporal embedding is the interpolated middle): [B, 3, H, W] -> [B, E]."""
@@ -43,7 +45,7 @@ class CLIPViP(nn.Module):
             from clipvip.text import tokenize
 
             text = tokenize(list(text), context_length or self.config.text.context_length)
-        return self.text(text.to(self.device)).float()
+        return F.normalize(self.text(text.to(self.device)).float(), dim=-1)
 
     def forward(self, video: Tensor, text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (video_emb [B, E], text_emb [B, E], logit_scale (log-space scalar))."""

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clipvip_apps.commands._inference import add_inference_args, prepare_for_inference
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode-video", help="encode video/image files to L2-normalised embeddings (.npy)")
@@ -24,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize", choices=["squash", "crop"], default="squash")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per file")
+    add_inference_args(p)
     p.set_defaults(func=run)
 
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import clipvip
     from clipvip.video import VideoDecodeError, normalize, read_frames
 
-    model = clipvip.load(args.model).eval()
+    model = prepare_for_inference(clipvip.load(args.model), args)
     num_frames = args.num_frames or model.config.num_frames
     size = args.size or model.config.vision.image_size
     device = next(model.parameters()).device

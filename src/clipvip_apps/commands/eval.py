@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from clipvip_apps.commands._inference import add_inference_args, prepare_for_inference
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--out", type=Path, default=Path("eval_results"), help="output folder")
     p.add_argument("--plot", action="store_true", help="also write recall curves (R@K, K=1..50) as recall.png")
+    add_inference_args(p)
     p.set_defaults(func=run)
 
 
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     preset = get_preset(args.preset)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = clipvip.load(args.model).to(device).eval()
+    model = prepare_for_inference(clipvip.load(args.model).to(device), args)
     dataset = build_dataset(args, preset, model.config.vision.image_size)
     bank = read_texts(args.query_bank) if args.query_bank else None
     context_length = args.context_length or preset.context_length

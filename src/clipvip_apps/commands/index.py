@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from clipvip_apps.commands._inference import add_inference_args, prepare_for_inference
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="index a folder of videos for search (incremental: re-runs encode only changes)")
@@ -21,18 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_inference_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import clipvip
-    from clipvip.index import IndexConfig, build_index
+    from clipvip.index import IndexConfig, build_index, model_fingerprint
 
     if args.window is not None and args.window <= 0:
         raise ValueError(f"--window must be > 0 seconds, got {args.window}")
     if args.stride is not None and (args.window is None or args.stride <= 0):
         raise ValueError("--stride needs --window and must be > 0")
     model = clipvip.load(args.model, num_frames=args.num_frames)
+    fingerprint = model_fingerprint(model)  # of the weights as stored, before any bf16 cast
+    model = prepare_for_inference(model, args)
     cfg = IndexConfig(
         num_frames=args.num_frames,
         window=args.window,
@@ -40,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         decode_workers=args.workers,
     )
-    report = build_index(args.video_dir, args.out, model, args.model, cfg, progress=not args.quiet)
+    report = build_index(
+        args.video_dir, args.out, model, args.model, cfg, progress=not args.quiet, fingerprint=fingerprint
+    )
     print(report.summary())
     return 0

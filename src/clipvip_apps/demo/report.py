@@ -271,6 +271,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {s}" for s in findings(summ, n)]
+    lr = results["clip_stage"].get("left_right")
+    if lr:
+        lines.append(
+            f"- The image-text CLIP stage tells 'left' from 'right' on its own still images in {lr['accuracy']:.1f}% "
+            f"of {lr['n']} cases (own caption vs. the same caption with left/right swapped; chance = 50). "
+            "Reading motion direction from frame order needs this spatial grounding first."
+        )
     lines += [
         "",
         "## Example queries",
@@ -339,6 +346,9 @@ def print_tables(results: dict[str, Any]) -> None:
     print()
     for s in findings(summ, len(results["seeds"])):
         print("- " + s)
+    lr = results["clip_stage"].get("left_right")
+    if lr:
+        print(f"- image-text CLIP stage, left vs right on still images: {lr['accuracy']:.1f}% (chance 50, n={lr['n']})")
 
 
 def write_report(results: dict[str, Any], out: Path, data: Any) -> None:
