@@ -7,12 +7,11 @@ gradients); the reference is a plain single-process forward/backward of the whol
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from support import run_ranks
 
 import clipvip
 from clipvip.distributed import gather_with_grad, init_distributed, is_distributed
@@ -68,26 +67,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str, splits: list[list[in
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
     # finetune: 4 + 4; pretrain OCL (d): 3 + 5 (unequal ranks, as when collate dropped bad samples).
     splits_per_rank = [[[0, 4], [0, 3]], [[4, 8], [3, 8]]]
-    port = _free_port()
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path), splits_per_rank[r])) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=240)
-        if p.is_alive():
-            p.kill()
-            pytest.fail("distributed worker hung")
-        assert p.exitcode == 0, "a distributed worker failed"
+    run_ranks(_worker, 2, str(tmp_path), per_rank=[(splits_per_rank[r],) for r in range(2)])
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     for i, cfg in enumerate(_cfgs()):
@@ -174,17 +157,7 @@ def test_trainer_two_ranks_match_one_process(tmp_path: Path) -> None:
     GradCache instead of DDP."""
     from clipvip_apps.train import train
 
-    port = _free_port()
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_train_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=240)
-        if p.is_alive():
-            p.kill()
-            pytest.fail("distributed trainer hung")
-        assert p.exitcode == 0, "a distributed trainer failed"
+    run_ranks(_train_worker, 2, str(tmp_path))
     assert (tmp_path / "ddpNone" / "checkpoints" / "last.pt").exists()
     single = train(
         _train_cfg(str(tmp_path / "single"), 8), train_dataset=_FixedToy(), collate_fn=_collate, progress=False

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from support import run_ranks
 
 from clipvip import CLIPViP, tiny_config, tokenize
 from clipvip.distributed import gather_with_grad, init_distributed
@@ -150,23 +151,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_two_gloo_ranks_equal_one_process_full_batch(tmp_path):
     """2 ranks x 3 samples, GradCache chunks of 2, gather_with_grad in the loss, then average_gradients ==
     one process, plain full-batch backward over all 6 samples."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=240)
-        if p.is_alive():
-            p.kill()
-            pytest.fail("distributed worker hung")
-        assert p.exitcode == 0, "a distributed worker failed"
+    run_ranks(_ddp_worker, 2, str(tmp_path))
 
     torch.manual_seed(0)
     model = CLIPViP(tiny_config("vip")).double()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from support import serve_in_thread
 
 import clipvip
 from clipvip.index import IndexConfig, VideoIndex, build_index
@@ -136,26 +135,8 @@ def test_videos_deleted_after_indexing_are_404(tmp_path):
     assert c.get("/api/video/0").status_code == 404
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_load_loopback(world):
     """8 concurrent clients x 200 queries against uvicorn on 127.0.0.1: no errors; p95 latency reported."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app_from_path(world / "idx"), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
     clients, per_client = 8, 200
     latencies: list[float] = []
     errors: list[str] = []
@@ -172,18 +153,15 @@ def test_load_loopback(world):
                 errors.append(repr(e))
             latencies.append((time.perf_counter() - t) * 1e3)
 
-    async def run_all() -> float:
+    async def run_all(base_url: str) -> float:
         limits = httpx.Limits(max_connections=clients)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
             t = time.perf_counter()
             await asyncio.gather(*(one_client(c, http) for c in range(clients)))
             return time.perf_counter() - t
 
-    try:
-        wall = asyncio.run(asyncio.wait_for(run_all(), timeout=240))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(create_app_from_path(world / "idx")) as base_url:
+        wall = asyncio.run(asyncio.wait_for(run_all(base_url), timeout=240))
     lat = np.asarray(latencies)
     stats = {
         "clients": clients,

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support import serve_in_thread
 
 import clipvip
 from clipvip.index import IndexConfig, VideoIndex, build_index
@@ -42,15 +40,8 @@ if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
     pytest.skip(f"{CHROMIUM} not found (apt-get install -y chromium)", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    import uvicorn
 
     from clipvip_apps.web import create_app_from_path
 
@@ -71,19 +62,8 @@ def served(tmp_path_factory):
         IndexConfig(window=2.0),
         progress=False,
     )
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app_from_path(root / "idx"), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield root, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app_from_path(root / "idx")) as base_url:
+        yield root, base_url
 
 
 def _pick_query(root: Path) -> tuple[str, str, str, float]:

@@ -1,0 +1,65 @@
+"""Test helpers shared by several test files (importable because pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(
+    target: Callable[..., None],
+    world: int,
+    *args: Any,
+    per_rank: Sequence[tuple] | None = None,
+    timeout: float = 240,
+) -> None:
+    """Run ``target(rank, world, port, *args, *per_rank[rank])`` in ``world`` spawned processes (a real gloo group
+    on a free loopback port); fail the test if any rank hangs or exits non-zero."""
+    import torch.multiprocessing as mp
+
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=target, args=(r, world, port, *args, *(per_rank[r] if per_rank else ())))
+        for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=timeout)
+        if p.is_alive():
+            p.kill()
+            pytest.fail(f"{target.__name__} hung")
+        assert p.exitcode == 0, f"{target.__name__} failed in a rank"
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, startup_timeout: float = 30) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
