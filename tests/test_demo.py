@@ -139,3 +139,54 @@ def test_left_right_probe_against_direct_loop(tmp_path: Path) -> None:
     res = left_right_accuracy(model, data.images)
     assert res["n"] == len(wins)
     assert res["accuracy"] == pytest.approx(100 * sum(wins) / len(wins))
+
+
+def test_mirror_pairs_are_adjacent_mirrored_and_batch_aligned(tmp_path: Path) -> None:
+    """``MirrorPairs``: each mirrored item directly follows its original at an even position (so an even batch
+    never splits a pair), its pixels are the original's flipped by numpy, and its caption is the one the scene
+    describer writes for the scene with x mirrored (an independent reference for the left/right swap)."""
+    import dataclasses
+
+    import numpy as np
+
+    from clipvip.synth import WorldConfig, generate_world
+    from clipvip.synth.text import static_description
+    from clipvip_apps.demo import DemoConfig
+    from clipvip_apps.demo.data import MirrorPairs
+    from clipvip_apps.demo.pipeline import build_data
+
+    cfg = DemoConfig.preset(
+        True,
+        out=str(tmp_path),
+        progress=False,
+        world=WorldConfig(num_images=40, num_pretrain=2, num_train=2, num_test_pairs=9),
+    )
+    world = generate_world(cfg.world, tmp_path / "world", progress=False)
+    data = build_data(cfg, world)
+    ds = MirrorPairs(data.images, fraction=1.0, seed=3)
+    ds.set_epoch(2)
+    items = list(ds)
+    by_text = {t[0]: j for j, t in enumerate(data.images.texts)}
+    mirrorable = sum(any(w in ("left", "right") for w in t[0].split()) for t in data.images.texts)
+    assert mirrorable >= 10
+    assert len(items) == 2 * mirrorable + 2 * ((len(data.images.texts) - mirrorable) // 2)
+    pairs = 0
+    for k in range(0, len(items), 2):
+        a, b = items[k], items[k + 1]
+        if not torch.equal(b["video"], a["video"].flip(-1)):  # two plain images, each with its own caption
+            assert data.images.texts[by_text[a["text"]]] == [a["text"]] and b["text"] in by_text
+            continue
+        pairs += 1
+        j = by_text[a["text"]]
+        assert torch.equal(a["video"], data.images[j]["video"])
+        flipped = np.ascontiguousarray(a["video"].numpy()[..., ::-1])
+        assert np.array_equal(b["video"].numpy(), flipped)
+        spec = world.specs[world.images[j]["clip_id"]]
+        mirrored = [
+            (dataclasses.replace(o, start=(1 - o.start[0], o.start[1]), end=(1 - o.end[0], o.end[1])), 0.0)
+            for o in spec.objects
+        ]
+        assert b["text"] == static_description(mirrored)
+    assert pairs == mirrorable
+    ds.set_epoch(3)
+    assert [it["text"] for it in ds] != [it["text"] for it in items]  # reshuffled per epoch

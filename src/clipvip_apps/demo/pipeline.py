@@ -35,7 +35,14 @@ import clipvip
 from clipvip.config import ModelConfig, TextConfig, VisionConfig
 from clipvip.data import collate
 from clipvip.synth import DIRECTIONS, World, WorldConfig, generate_world
-from clipvip_apps.demo.data import CaptionedClips, FrameCache, GalleryClips, PretrainClips
+from clipvip_apps.demo.data import (
+    CaptionedClips,
+    FrameCache,
+    GalleryClips,
+    MirrorPairs,
+    PretrainClips,
+    swap_left_right,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,9 @@ class DemoConfig:
     # Batches of 64: the motion words only get a gradient when clips of the same appearance but different
     # motion meet in one contrastive batch (measured: batch 32 left ViP at chance on direction twins).
     clip_stage: StageConfig = field(default_factory=lambda: StageConfig(400, 64, 1e-3))
+    # Share of position-captioned images that the image-text stage also sees mirrored (left <-> right swapped in
+    # the caption) IN THE SAME BATCH: a hard negative that only the position word can resolve (MirrorPairs).
+    clip_mirror_fraction: float = 0.0
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(60, 64, 2e-3))
     finetune: StageConfig = field(default_factory=lambda: StageConfig(100, 64, 4e-3))
     table2_variants: tuple[str, ...] = TABLE2_VARIANTS
@@ -167,10 +177,6 @@ def evaluate(model: torch.nn.Module, gallery: GalleryClips, test_rows: list[dict
     }
 
 
-def _swap_left_right(text: str) -> str:
-    return " ".join({"left": "right", "right": "left"}.get(w, w) for w in text.split(" "))
-
-
 def left_right_accuracy(model: torch.nn.Module, images: CaptionedClips, limit: int = 400) -> dict[str, Any]:
     """Does the image-text CLIP ground "left" / "right"? Share of still images (whose caption names exactly one
     of the two words) whose own caption outscores the same caption with left and right swapped; chance = 50.
@@ -185,7 +191,7 @@ def left_right_accuracy(model: torch.nn.Module, images: CaptionedClips, limit: i
         video = torch.stack([images[j]["video"] for j in idx])
         v = torch.cat([model.encode_video(video[k : k + 64]) for k in range(0, len(idx), 64)])
         own = model.encode_text([images.texts[j][0] for j in idx])
-        swapped = model.encode_text([_swap_left_right(images.texts[j][0]) for j in idx])
+        swapped = model.encode_text([swap_left_right(images.texts[j][0]) for j in idx])
     wins = ((v * own).sum(-1) > (v * swapped).sum(-1)).float()
     return {"accuracy": 100.0 * float(wins.mean()), "n": len(idx)}
 
@@ -275,8 +281,15 @@ def train_clip(cfg: DemoConfig, data: _Data, root: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     data.images.seed = 0
     clip = clipvip.CLIPViP(cfg.model_config("meanpool"))
+    images: Any = data.images
+    if cfg.clip_mirror_fraction > 0:
+        if cfg.clip_stage.batch_size % 2:
+            raise ValueError(
+                f"clip_mirror_fraction needs an even clip_stage batch size, got {cfg.clip_stage.batch_size}"
+            )
+        images = MirrorPairs(data.images, cfg.clip_mirror_fraction)
     clip, hist, clip_dir = _train(
-        "finetune", clip, data.images, cfg.clip_stage, root / "clip", 0, cfg, desc="image-text CLIP stage"
+        "finetune", clip, images, cfg.clip_stage, root / "clip", 0, cfg, desc="image-text CLIP stage"
     )
     seconds = time.perf_counter() - t
     lr = left_right_accuracy(clip, data.images)
