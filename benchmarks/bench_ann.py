@@ -19,7 +19,6 @@ query per call (batch size 1), the way a search box issues them, on whatever cor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import write_json
 
 from clipvip.index.ann import AnnConfig, build_ann, choose_kind, exact_topk, recall_at_k
 
@@ -216,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "latency = one query per call; the machine's cores were shared with other jobs during the run",
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    write_json(out, result)
     print(f"wrote {out}")
     return 0
 

@@ -26,6 +26,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import write_json
 
 from clipvip.video import read_frames, sample_indices
 
@@ -131,10 +132,7 @@ def main() -> None:
         "results": results,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(out, report)
     print(f"wrote {out}")
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import write_json
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -319,10 +320,7 @@ def main() -> int:
         "targets_met": targets,
         "rounds": per_round,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, out)
     print(json.dumps({"results": results, "targets_met": targets}, indent=2))
     return 0
 

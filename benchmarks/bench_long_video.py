@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -132,10 +134,7 @@ def main() -> int:
         "seconds_per_frame": {v: per_frame(v, "best_s") for v in ("vip", "fullattn")},
         "mib_per_frame": {v: per_frame(v, "peak_activation_mib") for v in ("vip", "fullattn")},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, out)
     print(json.dumps({k: out[k] for k in ("seconds_per_frame", "mib_per_frame")}, indent=2))
     return 0
 

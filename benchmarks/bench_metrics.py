@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_metrics.json"
 
@@ -162,10 +163,7 @@ def main() -> int:
             "load_avg_1min": os.getloadavg()[0],
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = ("released", "ours", "ours_ckpt", "ours_gradcache", "released_bf16", "ours_bf16")
 DEFAULT_CONFIGS = ("released", "ours", "ours_ckpt", "ours_gradcache")
@@ -181,10 +183,7 @@ def main() -> int:
         "vs_released": vs_released,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, out)
     print(json.dumps({"summary_median": summary, "vs_released": vs_released}, indent=2))
     return 0
 
