@@ -69,22 +69,24 @@ def test_quick_demo_writes_every_output(quick_demo: Path) -> None:
     assert "synthetic-frame-captioner" in report
 
 
+def _small_demo(tmp_path: Path, **world_sizes: int):
+    """A quick-preset demo config over a tiny generated world, and its data sets."""
+    from clipvip.synth import WorldConfig, generate_world
+    from clipvip_apps.demo import DemoConfig
+    from clipvip_apps.demo.pipeline import build_data
+
+    cfg = DemoConfig.preset(True, out=str(tmp_path), progress=False, world=WorldConfig(num_test_pairs=9, **world_sizes))
+    world = generate_world(cfg.world, tmp_path / "world", progress=False)
+    return cfg, world, build_data(cfg, world)
+
+
 def test_evaluate_twin_accuracy_against_direct_formula(tmp_path: Path) -> None:
     """``evaluate``'s twin accuracy and direction subset, against a loop written here over the raw embeddings."""
     import numpy as np
 
-    from clipvip.synth import WorldConfig, generate_world
-    from clipvip_apps.demo import DemoConfig, evaluate
-    from clipvip_apps.demo.pipeline import build_data
+    from clipvip_apps.demo import evaluate
 
-    cfg = DemoConfig.preset(
-        True,
-        out=str(tmp_path),
-        progress=False,
-        world=WorldConfig(num_images=4, num_pretrain=4, num_train=4, num_test_pairs=9),
-    )
-    world = generate_world(cfg.world, tmp_path / "world", progress=False)
-    data = build_data(cfg, world)
+    cfg, world, data = _small_demo(tmp_path, num_images=4, num_pretrain=4, num_train=4)
     torch.manual_seed(0)
     from clipvip import CLIPViP
 
@@ -111,18 +113,9 @@ def test_evaluate_twin_accuracy_against_direct_formula(tmp_path: Path) -> None:
 def test_left_right_probe_against_direct_loop(tmp_path: Path) -> None:
     """``left_right_accuracy`` against a loop written here (captions swapped by hand, one image at a time)."""
     from clipvip import CLIPViP
-    from clipvip.synth import WorldConfig, generate_world
-    from clipvip_apps.demo import DemoConfig
-    from clipvip_apps.demo.pipeline import build_data, left_right_accuracy
+    from clipvip_apps.demo.pipeline import left_right_accuracy
 
-    cfg = DemoConfig.preset(
-        True,
-        out=str(tmp_path),
-        progress=False,
-        world=WorldConfig(num_images=40, num_pretrain=2, num_train=2, num_test_pairs=9),
-    )
-    world = generate_world(cfg.world, tmp_path / "world", progress=False)
-    data = build_data(cfg, world)
+    cfg, world, data = _small_demo(tmp_path, num_images=40, num_pretrain=2, num_train=2)
     torch.manual_seed(1)
     model = CLIPViP(cfg.model_config("meanpool")).eval()
     wins = []
