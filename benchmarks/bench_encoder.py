@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -114,13 +115,23 @@ class ReleasedAttention(nn.Module):
         return self.out_proj(torch.cat([out_cls, out_frames], dim=1))
 
 
+def full_context_text(tower: nn.Module, ids: Tensor) -> Tensor:
+    """The text tower on the whole padded context, as the release runs it (ours cuts the batch after its last EOT;
+    both give the same embedding, this one computes every padding position)."""
+    x = tower.token_embedding(ids) + tower.positional_embedding[: ids.shape[1]]
+    x = tower.ln_final(tower.transformer(x, CausalAttention()))
+    return F.normalize((x[torch.arange(x.shape[0]), ids.argmax(dim=-1)] @ tower.text_projection).float(), dim=-1)
+
+
 def released_reference(model: clipvip.CLIPViP) -> clipvip.CLIPViP:
-    """A deep copy of ``model`` whose every attention layer is the released eager implementation."""
+    """A deep copy of ``model`` whose every attention layer is the released eager implementation, and whose text
+    tower runs on the whole padded context (``full_context_text``)."""
     ref = copy.deepcopy(model)
     for module in list(ref.modules()):
         if hasattr(module, "resblocks"):
             for block in module.resblocks:
                 block.attn = ReleasedAttention(block.attn)
+    ref.text.forward = functools.partial(full_context_text, ref.text)
     return ref
 
 

@@ -61,9 +61,16 @@ def measure_one(name: str, batch: int, frames: int, chunk: int, warmup: int) -> 
     if name.startswith("released"):
         model = released_reference(model).train()
     model.set_grad_checkpointing(name == "ours_ckpt")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.2)
+    if name.startswith("released"):  # the release: torch's default AdamW (a per-parameter loop on CPU)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.2)
+    else:  # ours: the trainer's optimizer (fused AdamW, clipvip_apps.train.optim.adamw)
+        from clipvip_apps.train.optim import adamw, param_groups
+
+        opt = adamw(param_groups(model, 0.2), 1e-6, (0.9, 0.999), 1e-8, torch.device("cpu"))
     video = torch.randn(batch, frames, 3, 224, 224)
-    text = clipvip.tokenize([f"a video of thing number {i} doing something" for i in range(batch)])
+    # captions padded to the paper's 70-token text length (the release runs the text tower on all 70 positions;
+    # ours cuts each batch after its longest caption, which is exact)
+    text = clipvip.tokenize([f"a video of thing number {i} doing something" for i in range(batch)], 70)
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if name.endswith("bf16") else contextlib.nullcontext
 
     def loss_fn(e: dict) -> torch.Tensor:

@@ -110,10 +110,11 @@ def test_evaluate_twin_accuracy_against_direct_formula(tmp_path: Path) -> None:
             assert res["twin_accuracy"] == pytest.approx(50.0)
 
 
-def test_left_right_probe_against_direct_loop(tmp_path: Path) -> None:
-    """``left_right_accuracy`` against a loop written here (captions swapped by hand, one image at a time)."""
+@pytest.mark.parametrize("pair", [("left", "right"), ("top", "bottom")])
+def test_position_word_probe_against_direct_loop(tmp_path: Path, pair: tuple[str, str]) -> None:
+    """``position_word_accuracy`` against a loop written here (captions swapped by hand, one image at a time)."""
     from clipvip import CLIPViP
-    from clipvip_apps.demo.pipeline import left_right_accuracy
+    from clipvip_apps.demo.pipeline import position_word_accuracy
 
     cfg, world, data = _small_demo(tmp_path, num_images=40, num_pretrain=2, num_train=2)
     torch.manual_seed(1)
@@ -121,15 +122,15 @@ def test_left_right_probe_against_direct_loop(tmp_path: Path) -> None:
     wins = []
     for j, texts in enumerate(data.images.texts):
         words = texts[0].split()
-        if ("left" in words) == ("right" in words):
+        if (pair[0] in words) == (pair[1] in words):
             continue
-        other = texts[0].replace("left", "#").replace("right", "left").replace("#", "right")
+        other = texts[0].replace(pair[0], "#").replace(pair[1], pair[0]).replace("#", pair[1])
         with torch.no_grad():
             v = model.encode_video(data.images[j]["video"][None])[0]
             t = model.encode_text([texts[0], other])
         wins.append(float(t[0] @ v > t[1] @ v))
     assert len(wins) >= 5
-    res = left_right_accuracy(model, data.images)
+    res = position_word_accuracy(model, data.images, pair)
     assert res["n"] == len(wins)
     assert res["accuracy"] == pytest.approx(100 * sum(wins) / len(wins))
 
@@ -183,3 +184,15 @@ def test_mirror_pairs_are_adjacent_mirrored_and_batch_aligned(tmp_path: Path) ->
     assert pairs == mirrorable
     ds.set_epoch(3)
     assert [it["text"] for it in ds] != [it["text"] for it in items]  # reshuffled per epoch
+
+
+def test_example_queries_are_test_captions_with_a_twin_pair() -> None:
+    from clipvip.synth import WorldConfig, plan_world
+    from clipvip_apps.demo.pipeline import EXAMPLE_MOTIONS, example_queries
+
+    world = plan_world(WorldConfig(num_images=2, num_pretrain=2, num_train=2, num_test_pairs=18))
+    queries = example_queries(world.test)
+    by_text = {r["text"]: r for r in world.test}
+    assert len(queries) == len(EXAMPLE_MOTIONS) + 1 and all(q in by_text for q in queries)
+    assert [by_text[q]["motion"] for q in queries] == ["left", "right", *EXAMPLE_MOTIONS[1:]]
+    assert by_text[queries[0]]["twin"] == by_text[queries[1]]["clip_id"]

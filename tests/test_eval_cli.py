@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import clipvip
 from clipvip.eval.report import markdown_table, plot_recall_curves, write_json
@@ -236,3 +237,38 @@ def test_presets_match_the_data_formats_and_real_files(shared_fixtures: Path) ->
     assert len(msvd) == 670 and sum(len(s.texts) for s in msvd) > 670  # many captions per video: multi-positive v2t
     anet = load_annotations(ann / "ActivityNetCaptions_val_1.json", PRESETS["activitynet"].fmt)
     assert all(len(s.texts) == 1 for s in anet)  # paragraphs: one query per video
+
+
+def test_text_tower_trims_padding_exactly(tiny_model_dir: Path) -> None:
+    """``embed_texts`` batches texts by length and the text tower cuts each batch after its longest text: the
+    embeddings equal a reference run here on texts padded to the full 70-token context, in input order, and the
+    tower's transformer never sees the extra padding."""
+    from clipvip.eval import embed_texts
+    from clipvip.model.layers import CausalAttention
+    from clipvip.text import tokenize
+
+    model = clipvip.load(tiny_model_dir).eval()
+    texts = [
+        "a dog",
+        "a man is playing a guitar on a stage in front of a large crowd at night",
+        "cat",
+        "a red ball rolls to the left next to a small blue square",
+        "",
+    ]
+    tower = model.text
+    seen: list[int] = []
+    hook = tower.transformer.register_forward_pre_hook(lambda module, args: seen.append(int(args[0].shape[1])))
+    try:
+        got = embed_texts(model, texts, batch_size=2, context_length=70, progress=False)
+    finally:
+        hook.remove()
+    ids = tokenize(texts, 70)
+    with torch.inference_mode():  # the reference: the whole 70-token context through the same weights
+        x = tower.token_embedding(ids) + tower.positional_embedding[:70]
+        x = tower.ln_final(tower.transformer(x, CausalAttention()))
+        reference = F.normalize(x[torch.arange(len(texts)), ids.argmax(dim=-1)] @ tower.text_projection, dim=-1)
+    torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-5)
+    by_chars = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    lengths = [int(ids[i].argmax()) + 1 for i in by_chars]
+    assert seen == [max(lengths[a : a + 2]) for a in range(0, len(texts), 2)]
+    assert max(seen) < 70

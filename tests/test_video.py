@@ -316,6 +316,9 @@ def test_real_fixture_videos_match_naive_decode(name: str) -> None:
     per_frame = (out.frames.float() - ref).abs().mean(dim=(1, 2, 3))
     assert per_frame.max() < 4, per_frame
     assert probe(path).num_frames == len(all_frames)
+    # one decoder, or GOP runs decoded in parallel (where the frames span several GOPs): the very same pixels
+    assert torch.equal(read_frames(path, num_frames=12, size=64, threads=1).frames, out.frames)
+    assert torch.equal(read_frames(path, num_frames=12, size=64, threads=2).frames, out.frames)
 
 
 # ------------------------------------------------------------------------------ keyframe layouts (seek loop)
@@ -386,9 +389,12 @@ class _SeekCounter:
 
 
 @pytest.mark.parametrize("layout", [KEYFRAME_LAYOUTS[0], KEYFRAME_LAYOUTS[2], KEYFRAME_LAYOUTS[5]], ids=lambda k: k[0])
-def test_seek_loop_makes_progress(tmp_path, monkeypatch, layout) -> None:
-    """Each seek must go to a later keyframe than the last one (at most one seek per keyframe), and GOP
-    skipping must still happen where the container can seek (keyint2: a sparse pick seeks past GOPs)."""
+@pytest.mark.parametrize("threads", [1, None])
+def test_seek_loop_makes_progress(tmp_path, monkeypatch, layout, threads) -> None:
+    """On every opened container each seek must go to a later keyframe than the last one, no keyframe is sought
+    twice (at most one seek per keyframe, whether one decoder or parallel GOP runs), and GOP skipping must
+    still happen where the container can seek (keyint2: a sparse pick seeks past GOPs). The container of the
+    index pass is reused for decoding (MP4): it rewinds to the first keyframe with one seek."""
     import clipvip.video.read as reader
 
     name, n, cuts, params = layout
@@ -396,13 +402,136 @@ def test_seek_loop_makes_progress(tmp_path, monkeypatch, layout) -> None:
     path = write_video(tmp_path / f"{name}.mp4", frames, fps=8, options={"x264-params": params})
     with av.open(str(path)) as c:
         num_keys = sum(1 for p in c.demux(video=0) if p.is_keyframe and p.size)
-    seeks: list[int] = []
+    per_container: list[list[int]] = []
     real_open = reader._open
-    monkeypatch.setattr(reader, "_open", lambda *a, **k: _SeekCounter(real_open(*a, **k), seeks))
+
+    def counting_open(*a, **k):
+        per_container.append([])
+        return _SeekCounter(real_open(*a, **k), per_container[-1])
+
+    monkeypatch.setattr(reader, "_open", counting_open)
     for t in (n, 3):
-        seeks.clear()
-        out = read_frames(path, num_frames=t, size=64, timeout=5)
+        per_container.clear()
+        out = read_frames(path, num_frames=t, size=64, timeout=5, threads=threads)
         assert identify(out.frames, frames) == official_uniform(n, t)
-        assert seeks == sorted(set(seeks)) and len(seeks) < num_keys, seeks
+        seeks = [s for c in per_container for s in c]
+        assert all(c == sorted(set(c)) for c in per_container), per_container
+        assert len(seeks) == len(set(seeks)) <= num_keys, per_container
     if name == "keyint2":
-        assert seeks, "a sparse pick on a seekable file should skip GOPs by seeking"
+        assert any(s > 0 for s in seeks), "a sparse pick on a seekable file should skip GOPs by seeking"
+
+
+# ------------------------------------------------------------------------------ parallel GOP decoding
+
+
+@pytest.fixture(scope="module")
+def multi_gop_frames() -> np.ndarray:
+    return make_frames(96, seed=3)
+
+
+@pytest.mark.parametrize("name,opts", [("gops.mp4", {"g": "16", "bf": "2"}), ("gops.mkv", {"g": "24"})])
+def test_parallel_gop_runs_return_the_sequential_frames(tmp_path, monkeypatch, multi_gop_frames, name, opts) -> None:
+    """Several GOPs: with decoder threads allowed, runs of GOPs decode concurrently (each with its own container);
+    the result must be bit-identical to the single-decoder read, and every frame the one sampled."""
+    import clipvip.video.read as reader
+
+    path = write_video(tmp_path / name, multi_gop_frames, fps=24, options=opts)
+    runs: list[int] = []
+    real = reader._decode_parallel
+    monkeypatch.setattr(reader, "_decode_parallel", lambda chunks, *a: runs.append(len(chunks)) or real(chunks, *a))
+    seq = read_frames(path, num_frames=12, size=64, threads=1)
+    assert runs == []  # threads=1: one decoder, no worker threads
+    for threads in (None, 2, 3):
+        par = read_frames(path, num_frames=12, size=64, threads=threads)
+        assert torch.equal(par.frames, seq.frames) and par.timestamps == seq.timestamps
+    assert runs and all(r >= 2 for r in runs), runs
+    assert identify(seq.frames, multi_gop_frames) == official_uniform(96, 12)
+    mid = read_frames(path, num_frames=5, size=64, mode="random", rng=np.random.default_rng(2), with_middle=True)
+    want = sample_indices(96, 5, "random", np.random.default_rng(2)).tolist()
+    assert identify(mid.frames, multi_gop_frames) == want and identify(mid.middle, multi_gop_frames) == [48]
+
+
+def test_threads_1_starts_no_threads(tmp_path, monkeypatch, multi_gop_frames) -> None:
+    import clipvip.video.read as reader
+
+    path = write_video(tmp_path / "gops.mp4", multi_gop_frames, fps=24, options={"g": "16"})
+
+    def no_threads(*a, **k):
+        raise AssertionError("threads=1 must not start threads")
+
+    monkeypatch.setattr(reader.threading, "Thread", no_threads)
+    out = read_frames(path, num_frames=12, size=64, threads=1)
+    assert identify(out.frames, multi_gop_frames) == official_uniform(96, 12)
+
+
+def test_plan_chunks_balances_whole_gops() -> None:
+    from clipvip.video.read import _plan_chunks
+
+    pts = list(range(300))
+    keys = [0, 150, 300 - 10]
+    targets = [0, 28, 56, 84, 112, 140, 168, 196, 224, 252, 280, 299]
+    chunks = _plan_chunks(targets, keys, pts, 2)
+    assert chunks == [[0, 28, 56, 84, 112, 140], [168, 196, 224, 252, 280, 299]]
+    assert [t for c in _plan_chunks(targets, keys, pts, 4) for t in c] == targets  # never splits inside a GOP
+    assert _plan_chunks(targets, keys, pts, 1) == [targets]
+    assert _plan_chunks(targets, [0], pts, 2) == [targets]  # one GOP: nothing to split
+    # tiny GOP runs: an extra open costs more than it saves
+    assert _plan_chunks([0, 2, 5, 7], [0, 4], list(range(8)), 2) == [[0, 2, 5, 7]]
+
+
+def test_parallel_failure_and_deadline_stop_all_runs(tmp_path, monkeypatch, multi_gop_frames) -> None:
+    """A failing or slow GOP run ends the whole read with VideoDecodeError, and no worker thread outlives it."""
+    import threading
+
+    import clipvip.video.read as reader
+
+    path = write_video(tmp_path / "gops.mkv", multi_gop_frames, fps=24, options={"g": "24"})
+    real_convert = reader._convert
+    main = threading.main_thread()
+
+    def failing(*a, **k):
+        if threading.current_thread() is not main:
+            raise RuntimeError("boom in a worker")
+        return real_convert(*a, **k)
+
+    before = threading.active_count()
+    monkeypatch.setattr(reader, "_convert", failing)
+    with pytest.raises(VideoDecodeError, match="boom in a worker"):
+        read_frames(path, num_frames=12, size=64, threads=2)
+    assert threading.active_count() == before
+
+    def slow(*a, **k):
+        import time
+
+        time.sleep(0.2)
+        return real_convert(*a, **k)
+
+    monkeypatch.setattr(reader, "_convert", slow)
+    with pytest.raises(VideoDecodeError, match="timed out"):
+        read_frames(path, num_frames=12, size=64, threads=2, timeout=0.5)
+    assert threading.active_count() == before
+
+
+def test_parallel_runs_survive_keyframes_missing_from_the_seek_index(tmp_path, monkeypatch) -> None:
+    """A scene-cut I-frame is flagged key in its packet but missing from the MP4 sync-sample table: the GOP run
+    that seeks to it lands on the previous keyframe and must decode through, giving the very same frames."""
+    import clipvip.video.read as reader
+
+    n, cut = 48, 20
+    smooth = make_frames(1, seed=11)[0].astype(int) // 2
+    noise = np.random.default_rng(7).integers(20, 90, (64, 64, 3))
+    # two scenes; within one, each frame 6 levels brighter than the last
+    frames = np.stack([(smooth if i < cut else noise) + 6 * (i if i < cut else i - cut) for i in range(n)])
+    frames = frames.astype(np.uint8)
+    params = f"qp=2:min-keyint={n}:keyint=250:bframes=0"
+    path = write_video(tmp_path / "cut.mp4", frames, fps=8, options={"x264-params": params})
+    with av.open(str(path)) as c:
+        assert [i for i, p in enumerate(c.demux(video=0)) if p.is_keyframe and p.size] == [0, cut]
+    runs: list[int] = []
+    real = reader._decode_parallel
+    monkeypatch.setattr(reader, "_decode_parallel", lambda chunks, *a: runs.append(len(chunks)) or real(chunks, *a))
+    par = read_frames(path, num_frames=12, size=64, threads=2, timeout=5)
+    assert runs == [2]
+    seq = read_frames(path, num_frames=12, size=64, threads=1, timeout=5)
+    assert torch.equal(par.frames, seq.frames)
+    assert identify(par.frames, frames) == official_uniform(n, 12)

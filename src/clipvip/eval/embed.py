@@ -49,21 +49,28 @@ def embed_texts(
     """L2-normalised text embeddings, fp32 [len(texts), E] on the CPU, in input order.
 
     ``context_length`` truncates long captions / paragraphs (EOT kept); default: the model's text context.
+    Texts are encoded in order of length, so a batch holds texts of similar length and the text tower, which cuts
+    each batch after its longest text, computes little padding (captions of ~10 tokens in a 70-token context:
+    3.4x faster, BENCHMARKS.md).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     texts = list(texts)
     if not texts:
         raise ValueError("embed_texts: no texts given")
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # characters: a cheap proxy for tokens
     was_training = model.training
     model.eval()
-    out = []
+    out: list[Tensor] = []
     try:
         for a in tqdm(range(0, len(texts), batch_size), desc="texts", unit="batch", disable=not progress):
-            out.append(model.encode_text(texts[a : a + batch_size], context_length=context_length).float().cpu())
+            batch = [texts[i] for i in order[a : a + batch_size]]
+            out.append(model.encode_text(batch, context_length=context_length).float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out)
+    emb = torch.empty(len(texts), out[0].shape[1])
+    emb[torch.tensor(order)] = torch.cat(out)
+    return emb
 
 
 def _default_collate() -> Callable[[list[Any]], Any]:

@@ -23,11 +23,17 @@ class TextTower(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         """ids [B, L] (SOT ... EOT, zero padded) -> L2-normalised [B, E]."""
+        if ids.shape[1] > self.positional_embedding.shape[0]:
+            raise ValueError(
+                f"text length {ids.shape[1]} exceeds the model's {self.positional_embedding.shape[0]} positions"
+            )
+        # EOT has the largest id in CLIP's vocabulary, so argmax finds it (OpenAI's pooling rule).
+        eot = ids.argmax(dim=-1)  # [B]
+        # Cut the batch after its last EOT. Exact: attention is causal and the embedding is read at EOT, so the
+        # padding never reaches it; it only costs compute (captions of ~10 tokens padded to 70: 3.4x the time).
+        ids = ids[:, : int(eot.max()) + 1]
         L = ids.shape[1]
-        if L > self.positional_embedding.shape[0]:
-            raise ValueError(f"text length {L} exceeds the model's {self.positional_embedding.shape[0]} positions")
         x = self.token_embedding(ids) + self.positional_embedding[:L]  # [B, L, W]
         x = self.ln_final(self.transformer(x, CausalAttention()))
-        # EOT has the largest id in CLIP's vocabulary, so argmax finds it (OpenAI's pooling rule).
-        x = x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)] @ self.text_projection
+        x = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
         return F.normalize(x, dim=-1)

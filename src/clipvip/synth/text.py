@@ -18,8 +18,10 @@ from clipvip.synth.scene import SIZES, ClipSpec, ObjectSpec
 MOTION_PHRASES: dict[str, tuple[str, ...]] = {
     "left": ("moves to the left", "moves left", "slides to the left", "goes left"),
     "right": ("moves to the right", "moves right", "slides to the right", "goes right"),
-    "up": ("moves up", "goes up", "moves upward", "rises"),
-    "down": ("moves down", "goes down", "moves downward", "falls"),
+    # "to the top" / "to the bottom" first: the canonical (test) phrasing names where the motion ends, in the
+    # position words the image-text stage grounds ("at the top"), as "moves to the left" does.
+    "up": ("moves to the top", "moves up", "goes up to the top", "rises"),
+    "down": ("moves to the bottom", "moves down", "goes down to the bottom", "falls"),
     "grows": ("grows", "gets bigger", "expands", "grows larger"),
     "shrinks": ("shrinks", "gets smaller", "contracts", "shrinks down"),
     "appears": ("appears", "shows up", "comes into view", "pops up"),

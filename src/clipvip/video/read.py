@@ -11,6 +11,11 @@ Why this design:
 * **Speed.** We only decode what we need: for every wanted frame we seek to the last keyframe at or before it
   (skipping whole GOPs when the container has several), only the wanted frames are converted, and the
   conversion + resize happen in one call to FFmpeg's scaler (``frame.reformat``). Decoder threads are on.
+  When the wanted frames span several keyframe intervals and ``threads != 1``, runs of whole GOPs are decoded
+  concurrently, each by its own container and decoder (FFmpeg decodes with the GIL released; frame threading
+  alone parallelises a chain of P-frames poorly). The runs are the same sequential decode, so the frames are
+  bit-identical to ``threads=1``, which never starts a thread (the setting for DataLoader workers).
+  MP4/MOV/Matroska decode from the container the index pass opened (one open per read).
 * **Safety.** Every failure is a :class:`VideoDecodeError` naming the file and the reason. Decoding checks a
   wall-clock deadline between packets (``timeout``), so a pathological file cannot stall a data loader.
   If the stream's timestamps turn out to be unusable (e.g. AVI with packed B-frames: decoded pts are not
@@ -34,6 +39,7 @@ import bisect
 import io
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,13 +139,26 @@ def sample_indices(
 
 
 class _Deadline:
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float, cancel: threading.Event | None = None) -> None:
         self.path, self.timeout = path, timeout
         self.end = time.monotonic() + timeout
+        self.cancel = cancel
+
+    def sharing(self, cancel: threading.Event) -> _Deadline:
+        """The same deadline, also stopping when ``cancel`` is set (a sibling GOP worker failed)."""
+        d = _Deadline(self.path, self.timeout, cancel)
+        d.end = self.end
+        return d
 
     def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Cancelled()
         if time.monotonic() > self.end:
             raise VideoDecodeError(self.path, f"timed out after {self.timeout:g} s")
+
+
+class _Cancelled(Exception):
+    """Internal: a GOP worker stops because another one failed (the failure is what gets reported)."""
 
 
 class _Fallback(Exception):
@@ -315,6 +334,21 @@ def _convert(
 
 Opener = Callable[[], tuple[av.container.InputContainer, av.video.stream.VideoStream]]
 
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _parallel_workers(threads: int | None) -> int:
+    """How many GOP runs may decode at once: ``threads`` if given, else the CPUs this process may use (max 4)."""
+    if threads is not None:
+        return max(threads, 1)
+    return max(1, min(_cpus(), 4))
+
+
 # containers whose seeking is approximate (no index): decode them front to back instead
 _NO_SEEK_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo", "h264", "hevc", "m4v"})
 # containers where a packet's pts is the pts of the frame it codes (not so in AVI: packed B-frames), so
@@ -329,10 +363,12 @@ def _decode_by_pts(
     deadline: _Deadline,
     convert: Callable[[av.VideoFrame], np.ndarray],
     allow_seek: bool,
+    opened: tuple[av.container.InputContainer, av.video.stream.VideoStream] | None = None,
 ) -> dict[int, np.ndarray]:
     """Decode the frames with the given pts (sorted, unique), seeking to the keyframe before each one when
     that skips work. Raises _Fallback("seek") when seeking misbehaves and _Fallback("pts") when the stream's
-    timestamps cannot identify frames."""
+    timestamps cannot identify frames. ``opened``: a container already demuxed by the index pass (saves an
+    open; only for formats in ``_PTS_PER_PACKET_FORMATS``): it is always seeked first, and always closed."""
 
     def key_before(t: int) -> int:
         i = bisect.bisect_right(keys, t) - 1
@@ -341,14 +377,14 @@ def _decode_by_pts(
     out: dict[int, np.ndarray] = {}
     pos = 0
     wanted = set(targets)
-    container, stream = opener()
+    container, stream = opened if opened is not None else opener()
     cc = stream.codec_context
     try:
         fmt = container.format.name.split(",")[0]
         if allow_seek and fmt in _NO_SEEK_FORMATS:
             allow_seek = False
         skip_unwanted = fmt in _PTS_PER_PACKET_FORMATS
-        fresh = True
+        fresh = opened is None  # a reused container sits at the end of the index pass: seek even to keys[0]
         # Progress guarantee: every pass of this loop either returns, ends it, or re-seeks to a keyframe strictly
         # after the one this pass started from (see the `break` below), so it runs at most len(keys) + 1 times.
         while pos < len(targets):
@@ -401,6 +437,103 @@ def _decode_by_pts(
     finally:
         container.close()
     raise _Fallback("pts")
+
+
+# decode work (in frames) that opening one more container costs: a GOP worker must save more than this
+_OPEN_COST_FRAMES = 12
+
+
+def _plan_chunks(targets: list[int], keys: list[int], all_pts: list[int], workers: int) -> list[list[int]]:
+    """Split the sorted target pts into at most ``workers`` runs of whole keyframe intervals (GOPs), balancing
+    the decode work of each run (frames from the GOP's keyframe to its last target: what a sequential decode
+    that seeks between GOPs would decode). One run (sequential decoding) unless splitting lowers the largest
+    run's work by more than the cost of opening the extra containers."""
+    groups: list[list[int]] = []
+    costs: list[int] = []
+    last_key = None
+    for t in targets:
+        key = keys[max(bisect.bisect_right(keys, t) - 1, 0)]
+        if key != last_key:
+            groups.append([])
+            costs.append(0)
+            last_key = key
+        groups[-1].append(t)
+        costs[-1] = max(1, bisect.bisect_left(all_pts, t) - bisect.bisect_left(all_pts, key) + 1)
+    g = len(groups)
+    workers = min(workers, g)
+    total = sum(costs)
+    if workers < 2:
+        return [targets]
+    prefix = [0]
+    for c in costs:
+        prefix.append(prefix[-1] + c)
+    # best[k][i]: smallest possible largest run when groups[:i] form k runs (g and workers are small)
+    inf = float("inf")
+    best = [[inf] * (g + 1) for _ in range(workers + 1)]
+    cut = [[0] * (g + 1) for _ in range(workers + 1)]
+    best[0][0] = 0
+    for k in range(1, workers + 1):
+        for i in range(1, g + 1):
+            for j in range(k - 1, i):
+                v = max(best[k - 1][j], prefix[i] - prefix[j] + _OPEN_COST_FRAMES)
+                if v < best[k][i]:
+                    best[k][i], cut[k][i] = v, j
+    k = min(range(1, workers + 1), key=lambda k: (best[k][g], k))
+    if k < 2 or best[k][g] >= total:
+        return [targets]
+    bounds = []
+    i = g
+    for kk in range(k, 0, -1):
+        bounds.append((cut[kk][i], i))
+        i = cut[kk][i]
+    return [[t for grp in groups[a:b] for t in grp] for a, b in reversed(bounds)]
+
+
+def _decode_parallel(
+    chunks: list[list[int]],
+    opener: Callable[[int | None], tuple[av.container.InputContainer, av.video.stream.VideoStream]],
+    keys: list[int],
+    deadline: _Deadline,
+    make_convert: Callable[[], Callable[[av.VideoFrame], np.ndarray]],
+    opened: tuple[av.container.InputContainer, av.video.stream.VideoStream] | None,
+    decoder_threads: int | None,
+) -> dict[int, np.ndarray]:
+    """Decode runs of GOPs concurrently, one container + decoder per run (PyAV releases the GIL while
+    FFmpeg decodes and scales), the first run on this thread. Each run is the sequential ``_decode_by_pts``,
+    so seeking checks and fallbacks are unchanged; the first failure (in run order) is raised after every
+    worker has stopped (a failure cancels the others at their next packet)."""
+    cancel = threading.Event()
+    results: list[dict[int, np.ndarray] | None] = [None] * len(chunks)
+    errors: list[BaseException | None] = [None] * len(chunks)
+
+    def run(i: int, pre: tuple | None) -> None:
+        try:
+            results[i] = _decode_by_pts(
+                lambda: opener(decoder_threads), chunks[i], keys, deadline.sharing(cancel), make_convert(),
+                allow_seek=True, opened=pre,
+            )  # fmt: skip
+        except BaseException as e:  # noqa: BLE001  (re-raised on the calling thread below)
+            errors[i] = e
+            cancel.set()
+
+    if opened is not None:
+        _setup_decoder(opened[1], decoder_threads)
+    workers = [threading.Thread(target=run, args=(i, None), daemon=True) for i in range(1, len(chunks))]
+    for w in workers:
+        w.start()
+    try:
+        run(0, opened)
+    finally:
+        for w in workers:
+            w.join()
+    real = [e for e in errors if e is not None and not isinstance(e, _Cancelled)]
+    if real:
+        raise real[0]
+    out: dict[int, np.ndarray] = {}
+    for r in results:
+        assert r is not None
+        out.update(r)
+    return out
 
 
 def _decode_by_count(
@@ -487,16 +620,23 @@ def _read_video(
             memo[n] = np.concatenate([idx, [n // 2]]) if with_middle else idx  # the middle-frame rule
         return memo[n]
 
-    reformatter = VideoReformatter()  # keeps FFmpeg's scaler context between the frames of one file
+    def make_convert() -> Callable[[av.VideoFrame], np.ndarray]:
+        reformatter = VideoReformatter()  # keeps FFmpeg's scaler context between the frames of one file
 
-    def convert(frame: av.VideoFrame) -> np.ndarray:
-        return _convert(frame, size, resize, reformatter)
+        def convert(frame: av.VideoFrame) -> np.ndarray:
+            return _convert(frame, size, resize, reformatter)
 
-    def opener() -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+        return convert
+
+    convert = make_convert()
+
+    def opener(
+        decoder_threads: int | None = threads,
+    ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
         c = _open(path, timeout, data)
         try:
             st = _pick_stream(c, path)
-            _setup_decoder(st, threads)
+            _setup_decoder(st, decoder_threads)
         except BaseException:
             c.close()
             raise
@@ -505,17 +645,37 @@ def _read_video(
     try:
         try:
             container, stream = opener()
+            reuse = False
             try:
                 index = _build_index(container, stream, path, deadline, start, end)
+                # MP4/MOV/Matroska seek reliably by their index: decode from this container instead of opening
+                # the file again (the other formats are reopened: their seeking is what the fallbacks are for)
+                reuse = container.format.name.split(",")[0] in _PTS_PER_PACKET_FORMATS
             finally:
-                container.close()
-            if not index.pts:
-                where = "" if start is None and end is None else f" in window [{start}, {end}] s"
-                raise VideoDecodeError(path, "no frames" + where)
-            wanted = [index.pts[int(i)] for i in pick(len(index.pts))]
-            targets = sorted(set(wanted))
+                if not reuse:
+                    container.close()
+            opened = (container, stream) if reuse else None
             try:
-                got = _decode_by_pts(opener, targets, index.key_pts, deadline, convert, allow_seek=True)
+                if not index.pts:
+                    where = "" if start is None and end is None else f" in window [{start}, {end}] s"
+                    raise VideoDecodeError(path, "no frames" + where)
+                wanted = [index.pts[int(i)] for i in pick(len(index.pts))]
+                targets = sorted(set(wanted))
+                chunks = [targets]
+                if threads != 1 and opened is not None and (data is not None or not _is_url(path)):
+                    chunks = _plan_chunks(targets, index.key_pts, index.pts, _parallel_workers(threads))
+            except BaseException:
+                if opened is not None:
+                    container.close()
+                raise
+            try:
+                if len(chunks) > 1:
+                    # the thread budget (threads, or the CPUs) is split over the runs: single-threaded decoders
+                    # when there are as many runs as CPUs (frame threading on top only costs CPU on a busy host)
+                    per_run = max(1, (threads or _parallel_workers(None)) // len(chunks))
+                    got = _decode_parallel(chunks, opener, index.key_pts, deadline, make_convert, opened, per_run)
+                else:
+                    got = _decode_by_pts(opener, targets, index.key_pts, deadline, convert, True, opened)
             except _Fallback as e:
                 if str(e) != "seek":
                     raise
@@ -595,8 +755,9 @@ def read_frames(
 
     ``resize="squash"`` is the official bicubic resize to size x size; ``"crop"`` scales the shortest side to
     ``size`` and center-crops. ``start``/``end`` (seconds) restrict sampling to a window of a long video.
-    ``threads``: decoder threads (None = FFmpeg's choice; 1 = single-threaded, good inside many loader
-    workers). Raises :class:`VideoDecodeError` for anything unreadable, including a decode slower than
+    ``threads``: decoding threads (None = automatic: FFmpeg's decoder threads, and GOPs decoded in parallel when
+    the frames span several; 1 = one single-threaded decoder and no extra thread,
+    good inside many loader workers; k = at most k parallel GOP runs). Raises :class:`VideoDecodeError` for anything unreadable, including a decode slower than
     ``timeout`` seconds.
 
     ``with_middle=True`` also returns the :func:`read_middle_frame` frame as ``.middle`` from the same decode.

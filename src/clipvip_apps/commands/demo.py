@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small world, short runs, 1 seed (CI smoke test)")
     p.add_argument("--out", default="clipvip-demo", help="output folder (default: ./clipvip-demo)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default: 3, or 1 with --quick)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 2; 1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -28,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         overrides["seeds"] = args.seeds
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        overrides["threads"] = args.threads
     cfg = DemoConfig.preset(args.quick, **overrides)
     results = run_demo(cfg)
     print_tables(results)

@@ -99,9 +99,10 @@ class CaptionedClips(_Repeated):
         return {"video": normalize(self.cache.frames(self.paths[j])), "text": text}
 
 
-def swap_left_right(text: str) -> str:
-    """The caption of the horizontally mirrored scene: every "left" <-> "right"."""
-    return " ".join({"left": "right", "right": "left"}.get(w, w) for w in text.split(" "))
+def swap_words(text: str, pair: tuple[str, str] = ("left", "right")) -> str:
+    """``text`` with the two words of ``pair`` exchanged: the caption of the mirrored scene for ("left", "right")."""
+    a, b = pair
+    return " ".join({a: b, b: a}.get(w, w) for w in text.split(" "))
 
 
 class MirrorPairs(IterableDataset):
@@ -127,7 +128,7 @@ class MirrorPairs(IterableDataset):
     def _item(self, j: int, i: int, mirrored: bool) -> dict[str, Any]:
         item = self.base[j + i * self.n]  # index past n: a fresh per-(seed, epoch, index) caption draw
         if mirrored:
-            item = {"video": item["video"].flip(-1), "text": swap_left_right(item["text"])}
+            item = {"video": item["video"].flip(-1), "text": swap_words(item["text"])}
         return item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

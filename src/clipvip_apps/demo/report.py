@@ -15,6 +15,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("Mean", "Mean R@1/5/10"),
     ("dirR@1", "direction-query R@1"),
     ("twin", "twin acc. (%)"),
+    ("dirTwin", "direction twin acc. (%)"),
 )
 
 
@@ -27,6 +28,7 @@ def _row_values(res: dict[str, Any]) -> dict[str, float]:
         "Mean": (t["R@1"] + t["R@5"] + t["R@10"]) / 3,
         "dirR@1": res["t2v_direction"]["R@1"],
         "twin": res["twin_accuracy"],
+        "dirTwin": res["twin_accuracy_direction"],
     }
 
 
@@ -245,6 +247,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- Model: `clipvip.CLIPViP`, width {cfg['width']}, {cfg['vision_layers']} vision / {cfg['text_layers']} "
         f"text layers, patch 8, {results['model']['params'] / 1e6:.2f}M parameters (ViP; 3.2M of them are the "
         "CLIP-vocabulary token embedding).",
+        f"- Recipe: {_stage_text('image-text stage', cfg['clip_stage'])}, mirrored pairs "
+        f"{cfg['clip_mirror_fraction']:g}; {_stage_text('post-pretraining', cfg['pretrain'])}; "
+        f"{_stage_text('fine-tuning', cfg['finetune'])}; {cfg['threads']} torch thread(s).",
         "",
         "Metrics: text-to-video recall (%) on the whole test set; *direction-query R@1* on the queries whose "
         "motion is left/right/up/down; *twin acc.* = share of queries whose own clip outscores its "
@@ -271,13 +276,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {s}" for s in findings(summ, n)]
-    lr = results["clip_stage"].get("left_right")
-    if lr:
-        lines.append(
-            f"- The image-text CLIP stage tells 'left' from 'right' on its own still images in {lr['accuracy']:.1f}% "
-            f"of {lr['n']} cases (own caption vs. the same caption with left/right swapped; chance = 50). "
-            "Reading motion direction from frame order needs this spatial grounding first."
-        )
+    lines += [f"- {s}" for s in probe_findings(results["clip_stage"])]
     lines += [
         "",
         "## Example queries",
@@ -307,6 +306,29 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stage_text(name: str, st: dict[str, Any]) -> str:
+    """'fine-tuning 200 steps x 64, lr 0.004, new parameters 0.03, text tower fixed' from a StageConfig dict."""
+    parts = [f"{name} {st['steps']} steps x {st['batch_size']}, lr {st['lr']:g}"]
+    if st.get("new_param_lr") is not None:
+        parts.append(f"new video parameters {st['new_param_lr']:g}")
+    if st.get("freeze_text"):
+        parts.append("text tower fixed")
+    return ", ".join(parts)
+
+
+def probe_findings(clip_stage: dict[str, Any]) -> list[str]:
+    """The image-text stage's position-word probes (``pipeline.position_word_accuracy``) in words."""
+    out = []
+    for key, p in clip_stage.get("position_words", {}).items():
+        a, b = key.split("_")
+        out.append(
+            f"The image-text CLIP stage tells '{a}' from '{b}' on its own still images in {p['accuracy']:.1f}% of "
+            f"{p['n']} cases (own caption vs. the same caption with the two words swapped; chance = 50). Reading "
+            "motion direction from frame order needs this spatial grounding first."
+        )
+    return out
+
+
 def findings(summ: dict[str, Any], n: int) -> list[str]:
     """Plain-language statements derived from the measured numbers (never fixed text)."""
     out = []
@@ -315,7 +337,8 @@ def findings(summ: dict[str, Any], n: int) -> list[str]:
         v, m = t2["ViP (M=4)"], t2["MeanPool"]
         verdict = "beats" if ch.get("vip_beats_meanpool_on_direction") else "does NOT beat"
         out.append(
-            f"ViP {verdict} MeanPool on motion direction: twin accuracy {_fmt(v['twin'])} vs {_fmt(m['twin'])}, "
+            f"ViP {verdict} MeanPool on motion direction: direction twin accuracy {_fmt(v['dirTwin'])} vs "
+            f"{_fmt(m['dirTwin'])} (all motions: {_fmt(v['twin'])} vs {_fmt(m['twin'])}), "
             f"direction-query R@1 {_fmt(v['dirR@1'])} vs {_fmt(m['dirR@1'])} (MeanPool averages per-frame "
             "features, so a clip and its time reversal look identical to it)."
         )
@@ -346,9 +369,8 @@ def print_tables(results: dict[str, Any]) -> None:
     print()
     for s in findings(summ, len(results["seeds"])):
         print("- " + s)
-    lr = results["clip_stage"].get("left_right")
-    if lr:
-        print(f"- image-text CLIP stage, left vs right on still images: {lr['accuracy']:.1f}% (chance 50, n={lr['n']})")
+    for s in probe_findings(results["clip_stage"]):
+        print("- " + s)
 
 
 def write_report(results: dict[str, Any], out: Path, data: Any) -> None:

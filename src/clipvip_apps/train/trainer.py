@@ -42,7 +42,7 @@ from clipvip.gradcache import GradCache, average_gradients
 from clipvip.losses import FINETUNE_LOSSES, dsl_info_nce, ocl_loss
 from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from clipvip_apps.train.config import TrainConfig
-from clipvip_apps.train.optim import build_scheduler, param_groups
+from clipvip_apps.train.optim import adamw, build_scheduler, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ def train(
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
 
     groups = param_groups(model, cfg.weight_decay, lr=cfg.lr, new_param_lr=cfg.new_param_lr)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    optimizer = adamw(groups, cfg.lr, cfg.betas, cfg.eps, device)
     scheduler = build_scheduler(optimizer, total_steps, warmup, cfg.min_lr_ratio)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
 
