@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,8 @@ def plot_query_grid(search: dict[str, Any], data: Any, path: Path) -> None:
             strip = np.concatenate([f.permute(1, 2, 0).numpy() for f in frames], axis=1)
             ax.imshow(strip, interpolation="nearest")
             colour = "green" if h["correct"] else "black"
-            ax.set_title(f"{h['score']:.2f}: {h['caption']}", fontsize=5.5, color=colour)
+            title = textwrap.fill(f"{h['score']:.2f}: {h['caption']}", 34)  # long captions would overlap
+            ax.set_title(title, fontsize=5.5, color=colour)
             for spine in ax.spines.values():
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(2 if h["correct"] else 0.5)
