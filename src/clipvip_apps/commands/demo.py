@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run CLIP-ViP end to end in a synthetic video world (CLIP stage, post-pretraining, ablations, search)",
         description="Generates a seeded synthetic video-language world, trains a tiny image-text CLIP, "
         "post-pretrains and fine-tunes it with the library's trainer, and reports the paper's Table 2-4 "
-        "ablations plus example searches. Full: ~10 min on 2 CPU cores; --quick: ~2 min.",
+        "ablations plus example searches. Full: ~6-7 min on 2 CPU cores; --quick: ~1 min.",
     )
     p.add_argument("--quick", action="store_true", help="small world, short runs, 1 seed (CI smoke test)")
     p.add_argument("--out", default="clipvip-demo", help="output folder (default: ./clipvip-demo)")
