@@ -104,8 +104,9 @@ class DemoConfig:
     text_layers: int = 2
     context_length: int = 32
     # 1000 steps with mirrored hard negatives: the image-text stage grounds the position words ("left"/"right",
-    # "top"/"bottom") that the direction captions end with only late in training (left/right probe 54-62% at
-    # 400 steps, 89% at 800, 98% at 1000 without mirrors; mirrors lifted the last-frame oracle from 72% to 91%).
+    # "top"/"bottom") that the direction captions end with only late in training (measured on the demo's worlds:
+    # left/right probe 54-62% at 400 steps, 89-98% at 800-1000; at 1000 steps the mirrors lifted a last-frame
+    # oracle's left/right twin accuracy from 72% to 91%).
     clip_stage: StageConfig = field(default_factory=lambda: StageConfig(1000, 64, 1e-3))
     # Share of position-captioned images that the image-text stage also sees mirrored (left <-> right swapped in
     # the caption) IN THE SAME BATCH: a hard negative that only the position word can resolve (MirrorPairs).
@@ -113,7 +114,8 @@ class DemoConfig:
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(60, 64, 2e-3, new_param_lr=3e-2))
     # Fine-tuning keeps the text tower fixed and gives the new video parameters (proxies, temporal table, seqTransf
     # head) a 7.5x rate. Measured: with a trainable text tower the captions of a clip and its time-reversed twin
-    # collapse (text cosine 0.68 -> 0.99 in 300 steps) before the video tower learns order, and ViP stays at chance.
+    # drift together (text cosine 0.68 -> 0.81 in 300 steps; -> 0.99 with the twin in the same batch) before the
+    # video tower learns order, and every structure stays near chance.
     finetune: StageConfig = field(
         default_factory=lambda: StageConfig(200, 64, 4e-3, new_param_lr=3e-2, freeze_text=True)
     )
