@@ -61,9 +61,16 @@ def test_compiled_matches_eager():
     video = torch.randn(2, 4, 3, 32, 32)
     with torch.no_grad():
         ref = ref_model.encode_video(video)
-        out = optimize_for_inference(copy.deepcopy(ref_model), dtype="fp32", compile=True).encode_video(video)
+        fast = optimize_for_inference(copy.deepcopy(ref_model), dtype="fp32", compile=True)
+        out = fast.encode_video(video)
+        # Frozen: the weights were baked into the compiled graph at the first call (pre-packed for the GEMM
+        # library), so changing a parameter afterwards cannot change the output. Unfrozen, this flips its sign.
+        fast.visual.proj.data.neg_()
+        after = fast.encode_video(video)
+        assert not torch.allclose(ref_model.visual.proj, fast.visual.proj)
     _assert_unit_fp32(out)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(after, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_dtype_resolution():
@@ -85,3 +92,25 @@ def test_proxy_attention_gradients_match_dense_mask():
     dense = torch.autograd.grad(MaskedAttention(proxy_guided_mask(M, T, N)).attend(*qkv), qkv, g)
     for a, b in zip(fast, dense, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_quick_gelu_fold_is_exact_for_both_towers(tmp_path):
+    """QuickGELU(u) = SiLU(1.702 u) / 1.702: the folded MLPs compute the same embeddings as the original model."""
+    from clipvip.inference import fold_quick_gelu
+    from clipvip.model.layers import QuickGELU
+
+    ref_model = _model()
+    assert any(isinstance(m, QuickGELU) for m in ref_model.modules())
+    folded = copy.deepcopy(ref_model)
+    fold_quick_gelu(folded)
+    assert not any(isinstance(m, QuickGELU) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.SiLU) for m in folded.text.modules())
+    video = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.encode_video(video), ref_model.encode_video(video), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(folded.encode_text(TEXTS), ref_model.encode_text(TEXTS), rtol=1e-6, atol=1e-6)
+    fold_quick_gelu(folded)  # nothing left to fold: idempotent
+    with torch.no_grad():
+        torch.testing.assert_close(folded.encode_video(video), ref_model.encode_video(video), rtol=1e-6, atol=1e-6)
+    with pytest.raises(RuntimeError, match="optimize_for_inference"):  # saved, it would load as a different model
+        folded.save_pretrained(tmp_path / "folded")

@@ -23,7 +23,8 @@ def _brute_force_attention(q, k, v, M, T, N):
     return out
 
 
-@pytest.mark.parametrize("M,T,N", [(4, 3, 5), (1, 1, 4), (2, 5, 3)])
+# (2, 3, 100): the proxies see 302 keys (> SHORT_KEYS: SDPA), a frame 102 (bmm -> softmax -> bmm on CPU)
+@pytest.mark.parametrize("M,T,N", [(4, 3, 5), (1, 1, 4), (2, 5, 3), (2, 3, 100)])
 def test_proxy_attention_matches_dense_and_brute_force(M, T, N):
     q, k, v = (torch.randn(2, 3, M + T * N, 8, dtype=torch.float64) for _ in range(3))
     fast = ProxyGuidedAttention(M, T, N).attend(q, k, v)
@@ -144,3 +145,14 @@ def test_bad_inputs():
         model.encode_video(torch.randn(1, 2, 3, 30, 30))
     with pytest.raises(ValueError, match="positions"):
         model.encode_text(torch.ones(1, 100, dtype=torch.long))
+
+
+@pytest.mark.parametrize("L", [50, 300])  # both kernels of dot_product_attention (bmm below SHORT_KEYS, SDPA above)
+def test_full_attention_matches_brute_force(L):
+    from clipvip.model.layers import FullAttention
+    from clipvip.model.layers.attention import SHORT_KEYS
+
+    assert (L <= SHORT_KEYS) == (L == 50)
+    q, k, v = (torch.randn(2, 3, L, 8, dtype=torch.float64) for _ in range(3))
+    p = torch.exp((q @ k.transpose(-1, -2)) / 8**0.5)
+    torch.testing.assert_close(FullAttention().attend(q, k, v), (p / p.sum(-1, keepdim=True)) @ v)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clipvip.config import ModelConfig
+from clipvip.model.layers import MLP, QuickGELU
 from clipvip.model.text import TextTower
 from clipvip.model.vision import VisionTower
 
@@ -59,6 +60,14 @@ class CLIPViP(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json`` + ``model.safetensors`` (fp32 unless the model is in another dtype)."""
         from safetensors.torch import save_file
+
+        if self.config.act == "quick_gelu" and any(
+            isinstance(m, MLP) and not isinstance(m.act, QuickGELU) for m in self.modules()
+        ):  # the folded weights would be read back as QuickGELU weights: a different function
+            raise RuntimeError(
+                f"cannot save to {directory}: this model went through optimize_for_inference, which folded "
+                "QuickGELU's 1.702 into the MLP weights; save the model before optimizing it"
+            )
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,9 @@ every code path is visible at the call site:
 - ``FullAttention``: every token sees every token (CLIP ViT, the Full-Attention ablation).
 - ``CausalAttention``: CLIP's text tower.
 - ``ProxyGuidedAttention``: CLIP-ViP Eq. 2. Proxies see all tokens; a patch sees the proxies and its own frame.
-  Computed as two SDPA calls, never materialising a (M+T*N)^2 mask or score matrix; the per-frame keys and the
-  output are each written in one pass (layout copies cost as much as the attention itself on a CPU).
+  Computed as two `dot_product_attention` calls, never materialising a (M+T*N)^2 mask or score matrix;
+  the per-frame keys and the output are each written in one pass (layout copies cost as much as the attention
+  itself on a CPU).
 - ``MaskedAttention``: an explicit dense boolean mask; ``proxy_guided_mask`` builds the Eq. 2 mask for it. This is
   the straightforward reference that tests compare ``ProxyGuidedAttention`` against.
 """
@@ -31,7 +32,7 @@ class AttentionPattern(Protocol):
 @dataclass(frozen=True)
 class FullAttention:
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        return F.scaled_dot_product_attention(q, k, v)
+        return dot_product_attention(q, k, v)
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,29 @@ class ProxyGuidedAttention:
         # so the caller's transpose back to [B, L, h*d] is free (no concatenation, no extra layout copies).
         out = q.new_empty(B, L, h, d)
         # 1) proxies attend to every token: [B, h, M, d]
-        out[:, :M] = F.scaled_dot_product_attention(q[:, :, :M], k, v).transpose(1, 2)
+        out[:, :M] = dot_product_attention(q[:, :, :M], k, v).transpose(1, 2)
         # 2) patches attend to [proxies ; own frame], batched over (B, T): [B*T, h, N, d]
         q_patch = frames(q).reshape(B * T, h, N, d)
-        out_patch = F.scaled_dot_product_attention(q_patch, keys_per_frame(k), keys_per_frame(v))
+        out_patch = dot_product_attention(q_patch, keys_per_frame(k), keys_per_frame(v))
         out[:, M:].unflatten(1, (T, N)).copy_(out_patch.view(B, T, h, N, d).transpose(2, 3))  # -> [B, T, N, h, d]
         return out.transpose(1, 2)
+
+
+SHORT_KEYS = 256
+
+
+def dot_product_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v, [..., Lq, d] x [..., Lk, d] -> [..., Lq, d], with the kernel that suits the shape.
+
+    On CPU, for short key sequences (a frame's 50-53 keys, up to ``SHORT_KEYS``) it is written as bmm -> softmax ->
+    bmm: torch's CPU flash-attention kernel works in blocks sized for long sequences and ran ViP's per-frame shapes
+    at ~80 GFLOP/s, 12% of the time of a bf16 ViP-B/32 forward for 1% of its FLOPs (``bench_encoder.py
+    --profile``), while their score matrices are small ([B*T, h, 49, 53]). Long sequences (the proxies' 592 keys,
+    the Full-Attention ablation) and other devices use SDPA's fused kernels, which never hold the scores.
+    """
+    if q.device.type != "cpu" or k.shape[-2] > SHORT_KEYS:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2), dim=-1) @ v
 
 
 def proxy_guided_mask(num_proxies: int, num_frames: int, patches_per_frame: int) -> Tensor:

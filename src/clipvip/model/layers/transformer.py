@@ -12,8 +12,10 @@ from clipvip.model.layers.attention import Attention, AttentionPattern
 class QuickGELU(nn.Module):
     """OpenAI CLIP's activation: x * sigmoid(1.702 x)."""
 
+    alpha = 1.702
+
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return x * torch.sigmoid(self.alpha * x)
 
 
 def make_act(name: str) -> nn.Module:
