@@ -30,17 +30,15 @@ import copy
 import functools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import write_json
+from _common import machine_info, write_json
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -150,30 +148,6 @@ def released_reference(model: clipvip.CLIPViP) -> clipvip.CLIPViP:
 # ----------------------------------------------------------------------------------------------------------------
 # Timing helpers (shared with the other benchmarks)
 # ----------------------------------------------------------------------------------------------------------------
-def machine_info() -> dict:
-    return {
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "clipvip": clipvip.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": "cpu (no GPU lent to this task)",
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()

@@ -42,17 +42,16 @@ import csv
 import functools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import machine_info, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESET = "msrvtt-1ka"
@@ -338,35 +337,6 @@ def encode_only(argv: list[str], n: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    import av
-    import torch
-
-    import clipvip
-
-    cpu = "unknown"
-    try:
-        cpu = next(
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return {
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyav": av.__version__,
-        "clipvip": clipvip.__version__,
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": "cpu (no GPU lent to this task)" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-        "uptime_at_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-    }
-
-
 def per_video(res: dict[str, Any], n: int) -> dict[str, float]:
     st = res["stages_s"]
     return {k: st[k] / n for k in ("video_loop", "encode_video_calls", "video_loop_waiting_for_data") if k in st}
@@ -576,7 +546,6 @@ def main() -> int:
     result["analysis"] = analyse(result)
     result["loadavg_at_end"] = load_now()
     result["uptime_at_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    from _common import write_json
 
     write_json(out_json, result)
     print("summary (s/video):")

@@ -22,19 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import write_json
+from _common import PeakRSS, machine_info, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _status_kib(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
 def measure_one(variant: str, frames: int, dtype: str, repeats: int) -> dict:
@@ -51,12 +46,10 @@ def measure_one(variant: str, frames: int, dtype: str, repeats: int) -> dict:
     model = optimize_for_inference(clipvip.CLIPViP(cfg), dtype=dtype, compile=False)
     video = torch.randn(1, frames, 3, 224, 224)
     with torch.inference_mode():
-        rss = _status_kib("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        t0 = time.perf_counter()
-        model.encode_video(video)
-        first = time.perf_counter() - t0
-        peak = _status_kib("VmHWM")
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            model.encode_video(video)
+            first = time.perf_counter() - t0
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -69,8 +62,8 @@ def measure_one(variant: str, frames: int, dtype: str, repeats: int) -> dict:
         "first_forward_s": first,
         "best_s": min(times) if times else first,
         "times_s": times,
-        "peak_activation_mib": (peak - rss) / 1024,
-        "rss_before_mib": rss / 1024,
+        "peak_activation_mib": mem.extra_mib,
+        "rss_before_mib": mem.before_mib,
         "loadavg_1min": os.getloadavg()[0],
     }
 
@@ -89,7 +82,6 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_encoder import machine_info
 
     load_start = os.getloadavg()
     rows = []

@@ -27,22 +27,17 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import write_json
+from _common import PeakRSS, machine_info, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = ("released", "ours", "ours_ckpt", "ours_gradcache", "released_bf16", "ours_bf16")
 DEFAULT_CONFIGS = ("released", "ours", "ours_ckpt", "ours_gradcache")
-
-
-def _status_kib(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
 def measure_one(name: str, batch: int, frames: int, chunk: int, warmup: int) -> dict:
@@ -92,21 +87,19 @@ def measure_one(name: str, batch: int, frames: int, chunk: int, warmup: int) -> 
     t0 = time.perf_counter()
     losses = [step() for _ in range(warmup)]
     warm = time.perf_counter() - t0
-    rss = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
-    t0 = time.perf_counter()
-    losses.append(step())
-    dt = time.perf_counter() - t0
-    peak = _status_kib("VmHWM")
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        losses.append(step())
+        dt = time.perf_counter() - t0
     return {
         "config": name,
         "samples_per_s": batch / dt,
         "step_s": dt,
         "warmup_steps": warmup,
         "warmup_s": warm,
-        "rss_before_mib": rss / 1024,
-        "peak_mib": peak / 1024,
-        "step_extra_mib": (peak - rss) / 1024,
+        "rss_before_mib": mem.before_mib,
+        "peak_mib": mem.peak_mib,
+        "step_extra_mib": mem.extra_mib,
         "losses": losses,
         "loadavg_1min": os.getloadavg()[0],
     }
@@ -130,7 +123,6 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_encoder import machine_info
 
     load_start = os.getloadavg()
     runs: list[dict] = []

@@ -756,9 +756,9 @@ def read_frames(
     ``resize="squash"`` is the official bicubic resize to size x size; ``"crop"`` scales the shortest side to
     ``size`` and center-crops. ``start``/``end`` (seconds) restrict sampling to a window of a long video.
     ``threads``: decoding threads (None = automatic: FFmpeg's decoder threads, and GOPs decoded in parallel when
-    the frames span several; 1 = one single-threaded decoder and no extra thread,
-    good inside many loader workers; k = at most k parallel GOP runs). Raises :class:`VideoDecodeError` for anything unreadable, including a decode slower than
-    ``timeout`` seconds.
+    the frames span several; 1 = one single-threaded decoder and no extra thread, good inside many loader
+    workers; k = at most k parallel GOP runs). Raises :class:`VideoDecodeError` for anything unreadable,
+    including a decode slower than ``timeout`` seconds.
 
     ``with_middle=True`` also returns the :func:`read_middle_frame` frame as ``.middle`` from the same decode.
     ``path`` may be the file's bytes (e.g. a WebDataset member); ``name`` then labels it (errors, image suffix).
