@@ -27,14 +27,11 @@ from clipvip.index.store import (
     FORMAT_VERSION,
     META_NAME,
     IndexFormatError,
-    atomic_save_npy,
-    atomic_save_parquet,
-    atomic_write_bytes,
-    atomic_write_json,
     empty_rows,
     model_fingerprint,
     read_meta,
 )
+from clipvip.io import atomic_save_npy, atomic_save_parquet, atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +308,7 @@ def build_index(
         if not buf_rows:
             return
         name = f"chunk-{time.time_ns():020d}-{os.getpid()}"
-        atomic_save_npy(out / "pending" / f"{name}.npy", np.concatenate(buf_emb))
+        atomic_save_npy(out / "pending" / f"{name}.npy", np.concatenate(buf_emb), dtype=np.float32)
         atomic_save_parquet(out / "pending" / f"{name}.parquet", pd.DataFrame(buf_rows, columns=rows.columns))
         buf_rows.clear()
         buf_emb.clear()
@@ -368,7 +365,7 @@ def _commit(
     old_gen = meta.get("generation")
     gen = (old_gen or 0) + 1
     emb = emb.reshape(len(rows), -1) if len(rows) else np.zeros((0, meta["model"]["config"]["embed_dim"]), np.float32)
-    atomic_save_npy(out / f"data-{gen}.npy", emb)
+    atomic_save_npy(out / f"data-{gen}.npy", emb, dtype=np.float32)
     atomic_save_parquet(out / f"data-{gen}.parquet", rows)
     ann = build_ann(emb, "auto", cfg.ann) if len(rows) else None
     ann_meta = None

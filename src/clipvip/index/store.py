@@ -18,7 +18,6 @@ atomically (.npy first, then the .parquet that marks it complete), and the next 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,29 +35,6 @@ COLUMNS = ["path", "size", "mtime_ns", "duration", "start", "end", "thumb"]
 
 class IndexFormatError(ValueError):
     """An index folder that is missing, damaged, or does not fit the request (names the folder and the problem)."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
-
-
-def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(arr, dtype=np.float32))
-    os.replace(tmp, path)
-
-
-def atomic_save_parquet(path: Path, df: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def model_fingerprint(model: Any) -> str:

@@ -1,0 +1,103 @@
+"""Atomic file writes and JSON-lines reading: the one place the library puts a file on disk.
+
+WHY: every long job here (index, caption, embed, corpus, train) promises that a crash or a Ctrl-C never leaves a
+half-written file that a rerun would trust. Each writer therefore writes a temporary file next to the target and
+moves it into place with ``os.replace`` (atomic on POSIX and Windows within one file system). The temporary name is
+unique per process AND per call, so two writers of the same target never clobber each other's temporary file; the
+last ``os.replace`` wins whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class JsonlError(ValueError):
+    """A JSON-lines file with a line that is not a JSON object (the message names the file and the line)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on normal exit move it onto ``path``, on an exception delete it.
+
+    Use it for writers that want a file name (``torch.save``, ``np.save``, ``df.to_parquet``, ``fig.savefig``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=indent, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def atomic_save_npy(path: str | Path, arr: Any, dtype: Any = None) -> Path:
+    """``np.save`` atomically; ``dtype`` converts first (e.g. ``np.float32`` for an index, ``np.float16`` for
+    embedding parts), None keeps the array's own."""
+    import numpy as np
+
+    a = np.ascontiguousarray(arr if dtype is None else np.asarray(arr, dtype=dtype))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, a)
+    return Path(path)
+
+
+def atomic_save_parquet(path: str | Path, table: Any) -> Path:
+    """A pandas DataFrame or a pyarrow Table to parquet, atomically (pandas' index is not written)."""
+    with atomic_path(path) as tmp:
+        if hasattr(table, "to_parquet"):
+            table.to_parquet(tmp, index=False)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp)
+    return Path(path)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """All rows as one JSON object per line, atomically (the whole file or nothing)."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return atomic_write_text(path, text)
+
+
+def read_jsonl(path: str | Path, skip_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects of a JSON-lines file; blank lines are skipped.
+
+    A bad line raises ``JsonlError`` naming the file and line number. ``skip_torn_tail``: a LAST line that does not
+    parse and has no trailing newline is the mark of a writer killed mid-append; it is dropped instead of raising
+    (for append-only progress logs)."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if skip_torn_tail and i == len(lines) and not line.endswith("\n"):
+                return
+            raise JsonlError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise JsonlError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+        yield obj
