@@ -63,3 +63,13 @@ def serve_in_thread(app: Any, startup_timeout: float = 30) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def assert_all_close(got: dict, ref: dict, rtol: float, atol: float, what: str = "") -> None:
+    """``torch.testing.assert_close`` over two dicts of tensors with the same keys; a failure names the key AND keeps
+    torch's own report (the values, the greatest absolute and relative differences)."""
+    import torch
+
+    assert got.keys() == ref.keys(), f"{what}: keys differ: {sorted(set(got) ^ set(ref))}"
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=rtol, atol=atol, msg=lambda m, n=name: f"{what} {n}: {m}")

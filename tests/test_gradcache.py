@@ -1,8 +1,14 @@
-"""GradCache against the plain full-batch gradient (the reference: one forward/backward over the whole batch)."""
+"""GradCache against the plain full-batch gradient (the reference: one forward/backward over the whole batch).
+
+Tolerances: the model is float64 end to end (encoders and losses keep float64, ``clipvip.numerics``), so the only
+differences are summation order: chunked vs whole-batch matmuls, 1 vs 2 threads, AVX2 vs AVX-512 kernels, gloo's
+all-reduce. Those move float64 results by ~1e-15 relative. RTOL = 1e-10 leaves five orders of magnitude for that
+and still fails on any float32 step in the gradient path, which costs ~1e-7 (the bug behind issue #15).
+"""
 
 import pytest
 import torch
-from support import run_ranks
+from support import assert_all_close, run_ranks
 
 from clipvip import CLIPViP, tiny_config, tokenize
 from clipvip.distributed import gather_with_grad, init_distributed
@@ -10,6 +16,7 @@ from clipvip.gradcache import GradCache, average_gradients, split_batch
 from clipvip.losses import info_nce, ocl_loss
 
 B = 6
+RTOL, ATOL = 1e-10, 1e-13  # see the module docstring
 
 
 def _batch():
@@ -28,7 +35,7 @@ def _middle_frame(video):
 
 
 @pytest.mark.parametrize("chunk", [4, 1])
-def test_infonce_gradient_equals_full_batch(chunk):
+def test_infonce_gradient_equals_full_batch(chunk, intra_op_threads):
     model = CLIPViP(tiny_config("vip")).double()
     video, subs, _ = _batch()
 
@@ -45,13 +52,12 @@ def test_infonce_gradient_equals_full_batch(chunk):
         {"video": model.encode_video, "subtitle": model.encode_text}, {"video": video, "subtitle": subs}, loss_fn
     )
     got = _grads(model)
-    torch.testing.assert_close(loss, full.detach(), rtol=1e-12, atol=1e-12)
-    assert got.keys() == ref.keys() and "logit_scale" in got
-    for name in ref:
-        torch.testing.assert_close(got[name], ref[name], rtol=1e-9, atol=1e-12, msg=name)
+    torch.testing.assert_close(loss, full.detach(), rtol=RTOL, atol=ATOL)
+    assert "logit_scale" in got and got["logit_scale"].dtype == torch.float64
+    assert_all_close(got, ref, RTOL, ATOL, f"chunk {chunk}")
 
 
-def test_ocl_d_gradient_equals_full_batch():
+def test_ocl_d_gradient_equals_full_batch(intra_op_threads):
     """OCL (d): video, middle frame (1-frame video), subtitle and caption streams, chunks of uneven size (4 + 2)."""
     model = CLIPViP(tiny_config("vip")).double()
     video, subs, caps = _batch()
@@ -80,11 +86,8 @@ def test_ocl_d_gradient_equals_full_batch():
     }
     inputs = {"video": video, "frame": frames, "subtitle": subs, "caption": caps}
     loss = GradCache(chunk_size=4).step(encoders, inputs, loss_fn)
-    torch.testing.assert_close(loss, full.detach(), rtol=1e-12, atol=1e-12)
-    got = _grads(model)
-    assert got.keys() == ref.keys()
-    for name in ref:
-        torch.testing.assert_close(got[name], ref[name], rtol=1e-9, atol=1e-12, msg=name)
+    torch.testing.assert_close(loss, full.detach(), rtol=RTOL, atol=ATOL)
+    assert_all_close(_grads(model), ref, RTOL, ATOL, "OCL (d)")
 
 
 def test_random_state_is_replayed():
@@ -123,13 +126,13 @@ def test_bad_inputs():
     assert [len(c) for c in split_batch(["x"] * 5, 2)] == [2, 2, 1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str, threads: int) -> None:
     import os
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
     )
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     init_distributed("cpu")
     torch.manual_seed(0)
     model = CLIPViP(tiny_config("vip")).double()
@@ -148,10 +151,10 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def test_two_gloo_ranks_equal_one_process_full_batch(tmp_path):
+def test_two_gloo_ranks_equal_one_process_full_batch(tmp_path, intra_op_threads):
     """2 ranks x 3 samples, GradCache chunks of 2, gather_with_grad in the loss, then average_gradients ==
     one process, plain full-batch backward over all 6 samples."""
-    run_ranks(_ddp_worker, 2, str(tmp_path))
+    run_ranks(_ddp_worker, 2, str(tmp_path), intra_op_threads)
 
     torch.manual_seed(0)
     model = CLIPViP(tiny_config("vip")).double()
@@ -161,7 +164,5 @@ def test_two_gloo_ranks_equal_one_process_full_batch(tmp_path):
     ref = _grads(model)
     for r in range(2):
         got = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
-        torch.testing.assert_close(got["loss"], full.detach(), rtol=1e-10, atol=1e-12)
-        assert got["grads"].keys() == ref.keys()
-        for name in ref:
-            torch.testing.assert_close(got["grads"][name], ref[name], rtol=1e-8, atol=1e-12, msg=name)
+        torch.testing.assert_close(got["loss"], full.detach(), rtol=RTOL, atol=ATOL)
+        assert_all_close(got["grads"], ref, RTOL, ATOL, f"rank {r}")

@@ -64,12 +64,16 @@ def _reference(variant: str, v, f, s, c, tau: float) -> float:
 def test_ocl_variants_match_brute_force(variant: str) -> None:
     B, D = 5, 8
     v, f, s, c = (_emb(B, D, k) for k in range(4))
-    log_scale = torch.tensor(math.log(1 / 0.07))
+    log_scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64)
     got = ocl_loss(v, f, s, c, log_scale, variant)
     want = _reference(variant, v, f, s, c, 0.07)
-    assert got.shape == ()
-    # The library computes in float32.
-    assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-5)
+    assert got.shape == () and got.dtype == torch.float64
+    # float64 in, float64 throughout: equal to the Python-float reference up to summation order. A float32 step
+    # anywhere would cost ~1e-7 relative and fail here.
+    assert got.item() == pytest.approx(want, rel=1e-12)
+    # float32 in: the loss is float32, to float32 rounding.
+    got32 = ocl_loss(*(x.float() for x in (v, f, s, c)), log_scale.float(), variant)
+    assert got32.dtype == torch.float32 and got32.item() == pytest.approx(want, rel=1e-5)
 
 
 def test_ocl_d_differs_from_c_and_uses_cross_negatives() -> None:
@@ -94,8 +98,11 @@ def test_unused_inputs_may_be_none_and_missing_ones_raise() -> None:
 
 def test_info_nce_symmetric_brute_force_and_clamp() -> None:
     a, b = _emb(7, 8, 10), _emb(7, 8, 11)
-    got = info_nce(a, b, torch.tensor(math.log(30.0)))
-    assert got.item() == pytest.approx((_x2y(a, b, 1 / 30) + _x2y(b, a, 1 / 30)) / 2, rel=1e-5)
+    got = info_nce(a, b, torch.tensor(math.log(30.0), dtype=torch.float64))
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx((_x2y(a, b, 1 / 30) + _x2y(b, a, 1 / 30)) / 2, rel=1e-12)
+    # Half-precision embeddings (a bf16 tower) are upcast: the loss is computed in float32, never in bf16.
+    assert info_nce(a.bfloat16(), b.bfloat16(), torch.tensor(math.log(30.0))).dtype == torch.float32
     # log scale above ln(100) is clamped: same value as exactly 100, and no gradient flows into it.
     ls = torch.tensor(math.log(500.0), requires_grad=True)
     clamped = info_nce(a, b, ls)

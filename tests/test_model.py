@@ -156,3 +156,14 @@ def test_full_attention_matches_brute_force(L):
     q, k, v = (torch.randn(2, 3, L, 8, dtype=torch.float64) for _ in range(3))
     p = torch.exp((q @ k.transpose(-1, -2)) / 8**0.5)
     torch.testing.assert_close(FullAttention().attend(q, k, v), (p / p.sum(-1, keepdim=True)) @ v)
+
+
+def test_float64_model_keeps_float64_embeddings():
+    """Embeddings are re-normalised in AT LEAST float32: a float64 model stays float64 (the exactness tests rely on
+    it, issue #15), a float32 one stays float32."""
+    model = CLIPViP(tiny_config("vip"))
+    video = torch.randn(2, 4, 3, 32, 32)
+    assert model.encode_video(video).dtype == torch.float32
+    model = model.double()
+    assert model.encode_video(video.double()).dtype == torch.float64
+    assert model.encode_text(["a red ball"]).dtype == torch.float64

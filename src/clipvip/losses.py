@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clipvip.numerics import at_least_fp32
+
 MAX_LOGIT_SCALE = math.log(100.0)
 
 OCL_VARIANTS: tuple[str, ...] = ("vs", "a", "b", "c", "d")
@@ -41,7 +43,7 @@ def scale_from_log(logit_scale: Tensor | float) -> Tensor:
     """exp(clamp(logit_scale, max=ln 100)): CLIP's temperature rule. Gradient is zero while clamped."""
     if not isinstance(logit_scale, Tensor):
         logit_scale = torch.tensor(float(logit_scale))
-    return logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
+    return at_least_fp32(logit_scale).clamp(max=MAX_LOGIT_SCALE).exp()
 
 
 def _ce_diag(logits: Tensor) -> Tensor:
@@ -55,12 +57,12 @@ def _check(name: str, x: Tensor | None, ref: Tensor) -> Tensor:
         raise ValueError(f"this loss needs the {name!r} embeddings, got None")
     if x.shape != ref.shape:
         raise ValueError(f"{name!r} embeddings have shape {tuple(x.shape)}, expected {tuple(ref.shape)}")
-    return x.float()
+    return at_least_fp32(x)
 
 
 def info_nce_terms(x: Tensor, y: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
     """(L_x2y, L_y2x) of Eq. 3 for paired rows of x [B, D] and y [B, D]; ``scale`` = 1/tau (already exp'ed)."""
-    logits = scale * x.float() @ y.float().T
+    logits = scale * at_least_fp32(x) @ at_least_fp32(y).T
     return _ce_diag(logits), _ce_diag(logits.T)
 
 
@@ -78,7 +80,7 @@ def dsl_info_nce(a: Tensor, b: Tensor, logit_scale: Tensor | float, dsl_temp: fl
     also prefer that query), ``L * softmax(L / dsl_temp, dim=0) * B``, before the row-wise cross-entropy. Use it as
     an optional training loss; at test time ``clipvip.eval.dsl`` is the separate post-processing step."""
     _check("b", b, a)
-    logits = scale_from_log(logit_scale).to(a.device) * a.float() @ b.float().T
+    logits = scale_from_log(logit_scale).to(a.device) * at_least_fp32(a) @ at_least_fp32(b).T
 
     def one(lg: Tensor) -> Tensor:
         return _ce_diag(lg * F.softmax(lg / dsl_temp, dim=0) * lg.shape[0])
@@ -116,7 +118,7 @@ def ocl_loss(
     """
     if variant not in OCL_VARIANTS:
         raise ValueError(f"unknown OCL variant {variant!r}; expected one of {OCL_VARIANTS}")
-    v = video.float()
+    v = at_least_fp32(video)
     s = _check("subtitle", subtitle, video)
     scale = scale_from_log(logit_scale).to(v.device)
     terms: list[Tensor] = []

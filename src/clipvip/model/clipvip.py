@@ -14,6 +14,7 @@ from clipvip.config import ModelConfig
 from clipvip.model.layers import MLP, QuickGELU
 from clipvip.model.text import TextTower
 from clipvip.model.vision import VisionTower
+from clipvip.numerics import at_least_fp32
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -32,21 +33,21 @@ class CLIPViP(nn.Module):
         return self.logit_scale.device
 
     def encode_video(self, video: Tensor) -> Tensor:
-        """video: float [B, T, 3, H, W], CLIP mean/std normalised -> L2-normalised fp32 [B, E]."""
+        """video: float [B, T, 3, H, W], CLIP mean/std normalised -> L2-normalised [B, E], fp32 (fp64 for a fp64 model)."""
         # Re-normalised in fp32: a bf16 tower (optimize_for_inference) normalises only to ~3 digits.
-        return F.normalize(self.visual(video.to(self.visual.conv1.weight.dtype)).float(), dim=-1)
+        return F.normalize(at_least_fp32(self.visual(video.to(self.visual.conv1.weight.dtype))), dim=-1)
 
     def encode_image(self, image: Tensor) -> Tensor:
         """An image is a 1-frame video (its temporal embedding is the interpolated middle): [B, 3, H, W] -> [B, E]."""
         return self.encode_video(image[:, None])
 
     def encode_text(self, text: Sequence[str] | Tensor, context_length: int | None = None) -> Tensor:
-        """list of strings or token ids [B, L] -> L2-normalised fp32 [B, E]."""
+        """list of strings or token ids [B, L] -> L2-normalised [B, E], fp32 (fp64 for a fp64 model)."""
         if not isinstance(text, Tensor):
             from clipvip.text import tokenize
 
             text = tokenize(list(text), context_length or self.config.text.context_length)
-        return F.normalize(self.text(text.to(self.device)).float(), dim=-1)
+        return F.normalize(at_least_fp32(self.text(text.to(self.device))), dim=-1)
 
     def forward(self, video: Tensor, text: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (video_emb [B, E], text_emb [B, E], logit_scale (log-space scalar))."""
