@@ -258,3 +258,107 @@ def test_refuses_pickled_objects_and_garbage(tmp_path):
         clipvip.load(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError):
         clipvip.load(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("drop", ["added_cls", "temporal_embedding"])
+def test_partial_official_release_is_refused(tmp_path, drop):
+    """Some ViP keys but not others: a broken file, refused with its name and the missing key (issue #15), never
+    loaded as plain CLIP with fresh proxies nor a bare KeyError."""
+    sd = _official_checkpoint(_hf_model())
+    sd.pop(f"clipmodel.vision_model.embeddings.{drop}")
+    torch.save(sd, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError) as e:
+        clipvip.load(tmp_path / "partial.pt")
+    msg = str(e.value)
+    assert "partial.pt" in msg and f"missing clipmodel.vision_model.embeddings.{drop}" in msg
+
+
+def test_partial_vip_state_dict_in_our_layout_is_refused(oc_model, tmp_path):
+    model = clipvip.load(_save(oc_model, tmp_path), num_frames=4)
+    sd = {k: v for k, v in model.state_dict().items() if k != "visual.added_proxies"}
+    from clipvip.weights.convert import adapt_to_variant
+
+    with pytest.raises(CheckpointError, match="visual.added_proxies"):
+        adapt_to_variant(sd, model.config)
+
+
+def _save(oc_model, tmp_path) -> Path:
+    path = tmp_path / "oc.pt"
+    torch.save(oc_model.state_dict(), path)
+    return path
+
+
+def test_plain_clip_adaptation_warns(oc_file, caplog):
+    with caplog.at_level("WARNING", logger="clipvip.weights.convert"):
+        clipvip.load(oc_file, num_frames=4)
+    assert any("plain CLIP weights" in r.message and r.levelname == "WARNING" for r in caplog.records)
+
+
+def _non64_open_clip():
+    """An open_clip model whose heads are not 64-dim: vision 128 wide with 32-dim heads (4), text 64 wide, 4 heads."""
+    torch.manual_seed(0)
+    vision = open_clip.CLIPVisionCfg(layers=2, width=128, head_width=32, patch_size=8, image_size=32)
+    text = open_clip.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=4, layers=2)
+    return open_clip.model.CLIP(embed_dim=64, vision_cfg=vision, text_cfg=text, quick_gelu=True).eval()
+
+
+def test_open_clip_heads_from_option_or_sidecar_config(tmp_path, caplog):
+    """Head counts are not in the weights: with 64-dim heads assumed the towers compute another function (said in
+    a warning); with --heads, or open_clip's own open_clip_config.json beside the file, they equal open_clip's."""
+    import json
+
+    from clipvip.weights import Heads
+
+    oc = _non64_open_clip()
+    path = tmp_path / "plain" / "open_clip_pytorch_model.bin"
+    path.parent.mkdir()
+    torch.save(oc.state_dict(), path)
+    img, ids = _images(), tokenize(TEXTS)
+    with torch.no_grad():
+        ref_img, ref_txt = F.normalize(oc.encode_image(img), dim=-1), F.normalize(oc.encode_text(ids), dim=-1)
+
+    with caplog.at_level("WARNING", logger="clipvip.weights.convert"):
+        guessed = clipvip.load(path, variant="meanpool")
+    assert any("does not record its head counts" in r.message for r in caplog.records)
+    assert (guessed.config.vision.heads, guessed.config.text.heads) == (2, 1)
+    with torch.no_grad():
+        assert not torch.allclose(guessed.encode_text(ids), ref_txt, atol=1e-3)
+
+    given = clipvip.load(path, variant="meanpool", heads=Heads(4, 4))
+    sidecar_dir = tmp_path / "hub"
+    sidecar_dir.mkdir()
+    torch.save(oc.state_dict(), sidecar_dir / "open_clip_pytorch_model.bin")
+    model_cfg = {
+        "embed_dim": 64,
+        "vision_cfg": {"layers": 2, "width": 128, "head_width": 32, "patch_size": 8, "image_size": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+    }
+    (sidecar_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    from_sidecar = clipvip.load(sidecar_dir / "open_clip_pytorch_model.bin", variant="meanpool")
+    for model in (given, from_sidecar):
+        with torch.no_grad():
+            torch.testing.assert_close(model.encode_image(img), ref_img, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(model.encode_text(ids), ref_txt, rtol=1e-5, atol=1e-5)
+
+
+def test_heads_option_parsing_and_named_open_clip_models():
+    from clipvip.weights import Heads, heads_from_open_clip_name
+
+    assert Heads.parse("16,12") == Heads(16, 12)
+    with pytest.raises(ValueError, match="VISION,TEXT"):
+        Heads.parse("16")
+    assert heads_from_open_clip_name("ViT-B-32") == Heads(12, 8)
+    assert heads_from_open_clip_name("ViT-H-14") == Heads(16, 16)  # 1280 wide, head_width 80: not 1280 // 64
+    with pytest.raises(CheckpointError, match="unknown open_clip model"):
+        heads_from_open_clip_name("ViT-Nope")
+
+
+def test_width_without_a_64_dim_split_is_refused(tmp_path):
+    torch.manual_seed(0)
+    vision = open_clip.CLIPVisionCfg(layers=1, width=96, head_width=32, patch_size=8, image_size=32)
+    text = open_clip.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=1)
+    oc = open_clip.model.CLIP(embed_dim=64, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+    torch.save(oc.state_dict(), tmp_path / "w96.pt")
+    with pytest.raises(CheckpointError, match=r"w96\.pt: vision width 96 is not a multiple of 64"):
+        clipvip.load(tmp_path / "w96.pt")
+    assert clipvip.load(tmp_path / "w96.pt", heads=clipvip.weights.Heads(3, 2)).config.vision.heads == 3

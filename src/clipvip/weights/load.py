@@ -10,10 +10,13 @@ from pathlib import Path
 from clipvip.config import ModelConfig
 from clipvip.model.clipvip import CONFIG_NAME, WEIGHTS_NAME, CLIPViP
 from clipvip.weights.convert import (
+    Heads,
     adapt_to_variant,
+    check_vip_keys,
     convert_hf,
     convert_official,
     convert_openai,
+    heads_from_open_clip_config,
     is_official_clipvip,
     is_openai_layout,
 )
@@ -40,28 +43,51 @@ def detect_format(path: str | Path) -> str:
     raise FileNotFoundError(f"{p}: no such checkpoint file or folder")
 
 
-def read_checkpoint(path: str | Path, act: str | None = None) -> tuple[ModelConfig, StateDict, str]:
-    """Read any supported checkpoint into (config, state dict in our layout, description)."""
+OPEN_CLIP_CONFIG_NAME = "open_clip_config.json"  # what open_clip's hub repos ship beside the weights
+
+
+def _open_clip_sidecar_heads(weights: Path) -> Heads | None:
+    sidecar = weights.parent / OPEN_CLIP_CONFIG_NAME
+    if not sidecar.is_file():
+        return None
+    heads = heads_from_open_clip_config(json.loads(sidecar.read_text()))
+    log.info("%s: head counts %s from %s", weights, heads, sidecar)
+    return heads
+
+
+def read_checkpoint(
+    path: str | Path, act: str | None = None, heads: Heads | None = None
+) -> tuple[ModelConfig, StateDict, str]:
+    """Read any supported checkpoint into (config, state dict in our layout, description).
+
+    ``heads``: attention head counts, for the layouts that do not record them (bare open_clip state dicts; an
+    ``open_clip_config.json`` beside the file is read when given none). A checkpoint with only some of the ViP
+    parameters is refused, whatever its layout (``check_vip_keys``)."""
     p = Path(path)
     fmt = detect_format(p)
     if fmt == "clipvip":
         cfg = ModelConfig.load(p / CONFIG_NAME)
-        return cfg, read_state_dict(p / WEIGHTS_NAME), f"{p} (clipvip folder)"
-    if fmt == "hf":
+        sd, source = read_state_dict(p / WEIGHTS_NAME), f"{p} (clipvip folder)"
+    elif fmt == "hf":
         weights = next((p / n for n in ("model.safetensors", "pytorch_model.bin") if (p / n).exists()), None)
         if weights is None:
             raise CheckpointError(f"{p}: Hugging Face folder without model.safetensors or pytorch_model.bin")
         cfg, sd = convert_hf(read_state_dict(weights), json.loads((p / CONFIG_NAME).read_text()))
-        return cfg, sd, f"{weights} (Hugging Face CLIP)"
-    raw = read_state_dict(p)
-    if is_official_clipvip(raw):
-        cfg, sd = convert_official(raw)
-        return cfg, sd, f"{p} (official CLIP-ViP release)"
-    if is_openai_layout(raw):
-        cfg, sd = convert_openai(raw, act=act or "quick_gelu")
-        return cfg, sd, f"{p} (OpenAI/open_clip CLIP)"
-    sample = ", ".join(sorted(raw)[:8])
-    raise CheckpointError(f"{p}: unrecognised checkpoint layout (first keys: {sample})")
+        source = f"{weights} (Hugging Face CLIP)"
+    else:
+        raw = read_state_dict(p)
+        if is_official_clipvip(raw):
+            cfg, sd = convert_official(raw, heads=heads, source=str(p))
+            source = f"{p} (official CLIP-ViP release)"
+        elif is_openai_layout(raw):
+            heads = heads or _open_clip_sidecar_heads(p)
+            cfg, sd = convert_openai(raw, act=act or "quick_gelu", heads=heads, source=str(p))
+            source = f"{p} (OpenAI/open_clip CLIP)"
+        else:
+            sample = ", ".join(sorted(raw)[:8])
+            raise CheckpointError(f"{p}: unrecognised checkpoint layout (first keys: {sample})")
+    check_vip_keys(sd, source)
+    return cfg, sd, source
 
 
 def load(
@@ -69,14 +95,16 @@ def load(
     variant: str | None = None,
     num_frames: int | None = None,
     act: str | None = None,
+    heads: Heads | None = None,
 ) -> CLIPViP:
     """Load any supported checkpoint as a ``CLIPViP`` model, strictly.
 
     ``variant``: the vision tower to build (default: the checkpoint's own; plain CLIP weights default to ``vip``).
     ``num_frames``: frames the model samples by default; for plain CLIP weights also the temporal table size T0.
     ``act``: activation for bare OpenAI/open_clip state dicts, which cannot record it (default QuickGELU).
+    ``heads``: attention head counts for bare open_clip state dicts, which cannot record them either.
     """
-    cfg, sd, source = read_checkpoint(path, act)
+    cfg, sd, source = read_checkpoint(path, act, heads)
     plain_clip = "visual.added_proxies" not in sd and "visual.seq_head.frame_position_embeddings" not in sd
     target = variant or ("vip" if plain_clip and cfg.variant == "meanpool" else cfg.variant)
     updates: dict = {"variant": target}
@@ -101,8 +129,9 @@ def convert(
     variant: str | None = None,
     num_frames: int | None = None,
     act: str | None = None,
+    heads: Heads | None = None,
 ) -> CLIPViP:
     """Any supported checkpoint -> our folder format (config.json + model.safetensors)."""
-    model = load(src, variant=variant, num_frames=num_frames, act=act)
+    model = load(src, variant=variant, num_frames=num_frames, act=act, heads=heads)
     model.save_pretrained(dst)
     return model

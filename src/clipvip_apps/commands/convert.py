@@ -19,12 +19,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="activation for bare OpenAI/open_clip state dicts (default quick_gelu)",
     )
+    heads = p.add_mutually_exclusive_group()
+    heads.add_argument(
+        "--heads",
+        default=None,
+        metavar="VISION,TEXT",
+        help="attention head counts, for open_clip state dicts, which do not record them (default: 64-dim heads, "
+        "with a warning; an open_clip_config.json beside the file is read)",
+    )
+    heads.add_argument(
+        "--open-clip-model",
+        default=None,
+        metavar="NAME",
+        help="take the head counts from this open_clip architecture (e.g. ViT-H-14)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipvip.weights import convert
+    from clipvip.weights import Heads, convert, heads_from_open_clip_name
 
-    model = convert(args.src, args.dst, variant=args.variant, num_frames=args.num_frames, act=args.act)
+    heads = None
+    if args.heads:
+        heads = Heads.parse(args.heads)
+    elif args.open_clip_model:
+        heads = heads_from_open_clip_name(args.open_clip_model)
+    model = convert(args.src, args.dst, variant=args.variant, num_frames=args.num_frames, act=args.act, heads=heads)
     print(f"wrote {args.dst}: variant={model.config.variant}, {model.num_params() / 1e6:.2f}M parameters")
     return 0
