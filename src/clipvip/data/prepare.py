@@ -144,7 +144,7 @@ class PrepareJob:
         self.num_parts = (len(self.sources) + self.part_size - 1) // self.part_size
 
     def settings(self) -> dict[str, Any]:
-        return {"fps": self.fps, "short_side": self.short_side, "crf": self.crf, "preset": self.preset}
+        return {"fps": self.fps, "short_side": self.short_side, "crf": self.crf, "x264_preset": self.preset}
 
     def plan_id(self) -> str:
         """Same sources, settings and part size -> same id, so markers of another plan are never trusted."""

@@ -110,14 +110,17 @@ def transcode(
                 container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
             with atomic_path(dst) as tmp:
                 result = _encode(container, stream, tmp, fmt, codec, rate, short_side, start, end, crf, preset, threads)
+                if result[0] == 0:  # nothing was muxed: raising here removes the temporary file
+                    window = (
+                        ""
+                        if start is None and end is None
+                        else f" in [{start or 0:g}, {'end' if end is None else format(end, 'g')})"
+                    )
+                    raise TranscodeError(src, f"no video frames{window}")
     except VideoDecodeError as e:
         raise TranscodeError(e.path, e.reason) from None
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise TranscodeError(src, f"cannot re-encode: {e}") from None
-    if result[0] == 0:
-        dst.unlink(missing_ok=True)
-        window = "" if start is None and end is None else f" in [{start or 0:g}, {end if end is not None else 'end'})"
-        raise TranscodeError(src, f"no video frames{window}")
     frames, w, h = result
     return TranscodeResult(str(dst), frames, w, h, rate, frames / rate)
 
