@@ -20,14 +20,13 @@ Every malformed row raises ``AnnotationError`` naming the file and line.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipvip.data.annotations import AnnotationError
+from clipvip.data.annotations import AnnotationError, _read_json
 from clipvip.io import JsonlError, read_jsonl
 
 
@@ -166,10 +165,7 @@ def read_ssv2(path: str | os.PathLike, classes: Sequence[str]) -> list[SSv2Video
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: SSv2 annotation file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    data = _read_json(path)
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of {{id, template, placeholders}}")
     index = {_clean(c): i for i, c in enumerate(classes)}

@@ -30,86 +30,51 @@ class PaperResult:
     source: str  # table and row
 
 
-def _t2v(r1: float, r5: float, r10: float, mdr: float) -> dict[str, float]:
-    return {"R@1": r1, "R@5": r5, "R@10": r10, "MdR": mdr}
-
-
 _FT = "fine-tuned on the training split"
+# (preset, table, backbone, row 'Ours', row 'Ours*' (DSL)): R@1, R@5, R@10, MdR text-to-video
+_RETRIEVAL: tuple[tuple[str, str, str, tuple[float, ...], tuple[float, ...]], ...] = (
+    ("msrvtt-1ka", "Table 5", "B/32", (50.1, 74.8, 84.6, 1.0), (55.9, 77.0, 86.8, 1.0)),
+    ("msrvtt-1ka", "Table 5", "B/16", (54.2, 77.2, 84.8, 1.0), (57.7, 80.5, 88.2, 1.0)),
+    ("activitynet", "Table 5", "B/32", (51.1, 78.4, 88.3, 1.0), (59.1, 83.9, 91.3, 1.0)),
+    ("activitynet", "Table 5", "B/16", (53.4, 81.4, 90.0, 1.0), (61.4, 85.7, 92.6, 1.0)),
+    ("didemo", "Table 6", "B/32", (48.6, 77.1, 84.4, 2.0), (53.8, 79.6, 86.5, 1.0)),
+    ("didemo", "Table 6", "B/16", (50.5, 78.4, 87.1, 1.0), (55.3, 82.0, 89.3, 1.0)),
+    ("lsmdc", "Table 6", "B/32", (25.6, 45.3, 54.4, 8.0), (26.0, 46.4, 54.9, 8.0)),
+    ("lsmdc", "Table 6", "B/16", (29.4, 50.6, 59.0, 5.0), (30.7, 51.4, 60.6, 5.0)),
+)
+# Table 7 columns (preset, column) and rows (row, setting); accuracies per column in row order
+_ZERO_SHOT_ROWS = (
+    ("CLIP-MeanPool", "CLIP with mean-pooled frames"),
+    ("CLIP-ViP w/o post-pretraining", "CLIP-ViP from CLIP, no post-pretraining"),
+    ("CLIP-ViP w/ video-subtitle", "CLIP-ViP post-pretrained on subtitles only"),
+    ("CLIP-ViP full", "CLIP-ViP post-pretrained (the released model)"),
+)
+_ZERO_SHOT: tuple[tuple[str, str, tuple[float, ...]], ...] = (
+    ("hmdb51", "HMDB51", (40.3, 41.1, 36.6, 44.8)),
+    ("ssv2-mc", "SSv2", (25.8, 26.1, 28.0, 33.0)),
+    ("msrvtt-mc", "MSR-VTT MC", (89.9, 89.4, 86.6, 90.3)),
+    ("lsmdc-mc", "LSMDC MC", (64.3, 63.5, 67.0, 67.6)),
+)
 PAPER_RESULTS: tuple[PaperResult, ...] = (
-    # Table 5: MSR-VTT 1k-A and ActivityNet Captions (paragraph-to-video), text-to-video
-    PaperResult("msrvtt-1ka", "B/32", _FT, "t2v", _t2v(50.1, 74.8, 84.6, 1.0), "Table 5, CLIP-ViT-B/32, row 'Ours'"),
-    PaperResult(
-        "msrvtt-1ka",
-        "B/32",
-        _FT + ", DSL",
-        "t2v_dsl",
-        _t2v(55.9, 77.0, 86.8, 1.0),
-        "Table 5, CLIP-ViT-B/32, row 'Ours*'",
-    ),
-    PaperResult("msrvtt-1ka", "B/16", _FT, "t2v", _t2v(54.2, 77.2, 84.8, 1.0), "Table 5, CLIP-ViT-B/16, row 'Ours'"),
-    PaperResult(
-        "msrvtt-1ka",
-        "B/16",
-        _FT + ", DSL",
-        "t2v_dsl",
-        _t2v(57.7, 80.5, 88.2, 1.0),
-        "Table 5, CLIP-ViT-B/16, row 'Ours*'",
-    ),
-    PaperResult("activitynet", "B/32", _FT, "t2v", _t2v(51.1, 78.4, 88.3, 1.0), "Table 5, CLIP-ViT-B/32, row 'Ours'"),
-    PaperResult(
-        "activitynet",
-        "B/32",
-        _FT + ", DSL",
-        "t2v_dsl",
-        _t2v(59.1, 83.9, 91.3, 1.0),
-        "Table 5, CLIP-ViT-B/32, row 'Ours*'",
-    ),
-    PaperResult("activitynet", "B/16", _FT, "t2v", _t2v(53.4, 81.4, 90.0, 1.0), "Table 5, CLIP-ViT-B/16, row 'Ours'"),
-    PaperResult(
-        "activitynet",
-        "B/16",
-        _FT + ", DSL",
-        "t2v_dsl",
-        _t2v(61.4, 85.7, 92.6, 1.0),
-        "Table 5, CLIP-ViT-B/16, row 'Ours*'",
-    ),
-    # Table 6: DiDeMo (paragraph-to-video) and LSMDC, text-to-video
-    PaperResult("didemo", "B/32", _FT, "t2v", _t2v(48.6, 77.1, 84.4, 2.0), "Table 6, CLIP-ViT-B/32, row 'Ours'"),
-    PaperResult(
-        "didemo", "B/32", _FT + ", DSL", "t2v_dsl", _t2v(53.8, 79.6, 86.5, 1.0), "Table 6, CLIP-ViT-B/32, row 'Ours*'"
-    ),
-    PaperResult("didemo", "B/16", _FT, "t2v", _t2v(50.5, 78.4, 87.1, 1.0), "Table 6, CLIP-ViT-B/16, row 'Ours'"),
-    PaperResult(
-        "didemo", "B/16", _FT + ", DSL", "t2v_dsl", _t2v(55.3, 82.0, 89.3, 1.0), "Table 6, CLIP-ViT-B/16, row 'Ours*'"
-    ),
-    PaperResult("lsmdc", "B/32", _FT, "t2v", _t2v(25.6, 45.3, 54.4, 8.0), "Table 6, CLIP-ViT-B/32, row 'Ours'"),
-    PaperResult(
-        "lsmdc", "B/32", _FT + ", DSL", "t2v_dsl", _t2v(26.0, 46.4, 54.9, 8.0), "Table 6, CLIP-ViT-B/32, row 'Ours*'"
-    ),
-    PaperResult("lsmdc", "B/16", _FT, "t2v", _t2v(29.4, 50.6, 59.0, 5.0), "Table 6, CLIP-ViT-B/16, row 'Ours'"),
-    PaperResult(
-        "lsmdc", "B/16", _FT + ", DSL", "t2v_dsl", _t2v(30.7, 51.4, 60.6, 5.0), "Table 6, CLIP-ViT-B/16, row 'Ours*'"
+    *(
+        PaperResult(
+            preset,
+            backbone,
+            _FT + (", DSL" if dsl else ""),
+            "t2v_dsl" if dsl else "t2v",
+            dict(zip(("R@1", "R@5", "R@10", "MdR"), values)),
+            f"{table}, CLIP-ViT-{backbone}, row '{'Ours*' if dsl else 'Ours'}'",
+        )
+        for preset, table, backbone, ours, ours_dsl in _RETRIEVAL
+        for dsl, values in ((False, ours), (True, ours_dsl))
     ),
     # Table 7 (Appendix A): zero-shot accuracy, base models with patch size 32 only
     *(
         PaperResult(
             preset, "B/32", f"zero-shot, {setting}", "accuracy", {"accuracy": acc}, f"Table 7, {col}, row '{row}'"
         )
-        for preset, col, accs in (
-            ("hmdb51", "HMDB51", (40.3, 41.1, 36.6, 44.8)),
-            ("ssv2-mc", "SSv2", (25.8, 26.1, 28.0, 33.0)),
-            ("msrvtt-mc", "MSR-VTT MC", (89.9, 89.4, 86.6, 90.3)),
-            ("lsmdc-mc", "LSMDC MC", (64.3, 63.5, 67.0, 67.6)),
-        )
-        for (row, setting), acc in zip(
-            (
-                ("CLIP-MeanPool", "CLIP with mean-pooled frames"),
-                ("CLIP-ViP w/o post-pretraining", "CLIP-ViP from CLIP, no post-pretraining"),
-                ("CLIP-ViP w/ video-subtitle", "CLIP-ViP post-pretrained on subtitles only"),
-                ("CLIP-ViP full", "CLIP-ViP post-pretrained (the released model)"),
-            ),
-            accs,
-        )
+        for preset, col, accs in _ZERO_SHOT
+        for (row, setting), acc in zip(_ZERO_SHOT_ROWS, accs)
     ),
 )
 
