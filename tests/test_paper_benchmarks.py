@@ -67,6 +67,10 @@ def test_comparison_only_for_vit_b_and_labelled_paper() -> None:
     (line,) = comparison_lines([entry])
     assert line.startswith("paper (Table 5, CLIP-ViT-B/32, row 'Ours'") and "this run: R@1 40.0" in line
     assert "expected" not in line
+    from clipvip.eval.report import markdown_table
+
+    table = markdown_table({**result, "paper": [entry]}, "toy")
+    assert "- paper (Table 5, CLIP-ViT-B/32, row 'Ours'; CLIP-ViP B/32, fine-tuned on the training split; t2v)" in table
     zs = comparison({"accuracy": 50.0}, "msrvtt-mc", "B/32")
     assert [e["paper"]["accuracy"] for e in zs] == [89.9, 89.4, 86.6, 90.3]
 

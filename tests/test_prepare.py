@@ -118,6 +118,15 @@ def test_prepare_job_is_resumable_and_names_bad_videos(video_tree: Path, tmp_pat
     assert len(list((out / STATE_DIR).iterdir())) == 2  # one marker folder per plan
 
 
+def test_prepare_job_pickles_for_ray_workers(video_tree: Path, tmp_path: Path) -> None:
+    """``--engine ray`` ships the job to workers by pickling it: a copy does the same part."""
+    import pickle
+
+    job = pickle.loads(pickle.dumps(make_job(video_tree, tmp_path / "o", None, 32, part_size=2)))
+    stats = job.run_part(1)
+    assert stats["written"] == 2 and job.is_done(1) and not job.is_done(0)
+
+
 def test_prepare_refuses_to_overwrite_its_input(video_tree: Path) -> None:
     with pytest.raises(ValueError, match="must differ from the video folder"):
         make_job(video_tree, video_tree, 6, None)
