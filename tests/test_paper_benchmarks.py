@@ -126,6 +126,17 @@ def test_zeroshot_mc_presets_read_the_published_files(
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["n"] == 3 and res["skipped_videos"] == 0
+    # the same on a folder written by `clipvip prepare`: <root>/<clip id>.mp4 instead of .avi
+    from clipvip.data.prepare import make_job
+    from clipvip.jobs import run_job
+
+    job = make_job(videos.parent / "lsmdc", tmp_path / "lsmdc_prepared", None, 32)
+    run_job(job, progress=False)
+    job.write_manifest("lsmdc")
+    out2 = tmp_path / "lsmdc2.json"
+    rc = main(["zeroshot", "mc", "--preset", "lsmdc-mc", "--questions", str(lsmdc), "--json", str(out2)]
+              + _common(model, tmp_path / "lsmdc_prepared"))  # fmt: skip
+    assert rc == 0 and json.loads(out2.read_text())["n"] == 3
     bad = tmp_path / "bad.csv"
     bad.write_text(f"video0\t{stamps}\tA\tB\tC\tD\tE\t9\n")
     assert main(["zeroshot", "mc", "--preset", "lsmdc-mc", "--questions", str(bad)] + _common(model, videos)) == 2

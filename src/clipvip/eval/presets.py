@@ -100,11 +100,12 @@ def get_preset(name: str) -> EvalPreset:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
 
 
-def prepared_template(fmt: str) -> str:
-    """Path template of a folder written by ``clipvip prepare``: the official one with the suffix .mp4."""
+def prepared_template(fmt_or_template: str) -> str:
+    """Path template of a folder written by ``clipvip prepare``: the official one (an annotation format's
+    default, or a template) with the suffix .mp4 (``{root}/{video_id}.avi`` -> ``{root}/{video_id}.mp4``)."""
     from clipvip.data.annotations import DEFAULT_TEMPLATES
 
-    tpl = DEFAULT_TEMPLATES[fmt]
+    tpl = DEFAULT_TEMPLATES.get(fmt_or_template, fmt_or_template)
     return tpl if tpl.endswith(".*") else tpl.rsplit(".", 1)[0] + ".mp4"
 
 

@@ -217,12 +217,13 @@ def _official_paths(ids: list[str], preset: Any, root: Path | None, where: Path)
     """Video ids -> files in the preset's layout under ``root`` (or the ``clipvip prepare`` layout)."""
     from clipvip.data.annotations import Sample, video_path
     from clipvip.data.prepare import read_manifest
+    from clipvip.eval.presets import prepared_template
 
     if root is None:
         raise ValueError(f"{where}: give --video-root, the folder with the {preset.name} videos")
     template = preset.video_template
     if read_manifest(root) is not None:
-        template = template.rsplit(".", 1)[0] + ".mp4"
+        template = prepared_template(template)
     return [video_path(Sample(v, []), template, root) for v in ids]
 
 
