@@ -10,12 +10,16 @@
    what ``clipvip eval``'s DataLoader workers run) on raw vs prepared copies of ``--decode-sample`` videos, interleaved
    (raw, prepared, raw, ...) in ``--rounds`` rounds; the speedup is the median over rounds of the per-round ratio.
 
-    python benchmarks/bench_prepare.py [--n 1000] [--seconds 5] [--workers 2] [--out benchmarks/results/prepare.json]
+4. ``--scaling-sample K``: instead, videos/s of the job on K videos with 1..``--workers`` threads, interleaved.
+
+    python benchmarks/bench_prepare.py [--n 1000] [--seconds 10] [--workers 2] [--out benchmarks/results/prepare.json]
+    python benchmarks/bench_prepare.py --n 40 --scaling-sample 40 --workers 2 --out benchmarks/results/prepare_scaling.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from _common import machine_info, write_json
 
 from clipvip.data.annotations import Sample
@@ -64,7 +69,9 @@ def generate(raw: Path, n: int, seconds: float, distinct: int, size: tuple[int, 
 
 
 def decode_seconds(root: Path, ids: list[str]) -> tuple[float, float]:
-    """(wall, CPU) seconds for eval's dataset to produce every item (open, 12 frames, resize, normalise)."""
+    """(wall, CPU) seconds for eval's dataset to produce every item (open, 12 frames, resize, normalise), with one
+    torch thread, as in the DataLoader worker processes ``clipvip eval`` decodes in (PyTorch sets 1 there)."""
+    torch.set_num_threads(1)
     ds = RetrievalDataset(
         [Sample(v, ["x"]) for v in ids], root, split="eval", num_frames=12, size=224, template="{root}/{video_id}.mp4"
     )
@@ -73,6 +80,54 @@ def decode_seconds(root: Path, ids: list[str]) -> tuple[float, float]:
         item = ds[i]
         assert "video" in item, item
     return time.perf_counter() - t0, time.process_time() - c0
+
+
+def scaling(raw: Path, workdir: Path, sample: int, rounds: int, max_workers: int) -> dict:
+    """videos/s of the prepare job on ``sample`` videos with 1..max_workers threads, interleaved over rounds."""
+    srcs = sorted(p.name for p in raw.glob("*.mp4"))[:sample]
+    runs: dict[int, list[float]] = {w: [] for w in range(1, max_workers + 1)}
+    for r in range(rounds):
+        for w in runs:
+            out = workdir / f"scaling_r{r}_w{w}"
+            shutil.rmtree(out, ignore_errors=True)
+            job = make_job(raw, out, 6, 224, sources=srcs, part_size=len(srcs), workers=w)
+            s = run_job(job, progress=False)
+            runs[w].append(s.total("written") / s.seconds)
+            shutil.rmtree(out, ignore_errors=True)
+    med = {w: statistics.median(v) for w, v in runs.items()}
+    ratios = [runs[max_workers][r] / runs[1][r] for r in range(rounds)]
+    return {
+        "videos": len(srcs),
+        "videos_per_s": {str(w): [round(x, 2) for x in v] for w, v in runs.items()},
+        "median_videos_per_s": {str(w): round(v, 2) for w, v in med.items()},
+        f"speedup_{max_workers}_vs_1_median_of_round_ratios": round(statistics.median(ratios), 2),
+    }
+
+
+def decode_phase(raw: Path, out: Path, n: int, sample: int, rounds_n: int) -> dict:
+    ids = [f"video{i}" for i in np.linspace(0, n - 1, min(sample, n)).astype(int)]
+    rounds = []
+    for _ in range(rounds_n):
+        (r, rc), (p, pc) = decode_seconds(raw, ids), decode_seconds(out, ids)
+        rounds.append(
+            {"raw_s": r, "prepared_s": p, "raw_cpu_s": rc, "prepared_cpu_s": pc, "ratio": r / p, "cpu_ratio": rc / pc}
+        )
+
+    def ms(key: str) -> float:
+        return round(1000 * statistics.median(r[key] for r in rounds) / len(ids), 2)
+
+    return {
+        "videos": len(ids),
+        "torch_threads": 1,
+        "rounds": rounds,
+        "raw_ms_per_video_median": ms("raw_s"),
+        "prepared_ms_per_video_median": ms("prepared_s"),
+        "raw_cpu_ms_per_video_median": ms("raw_cpu_s"),
+        "prepared_cpu_ms_per_video_median": ms("prepared_cpu_s"),
+        "speedup_median_of_round_ratios": round(statistics.median(r["ratio"] for r in rounds), 2),
+        "cpu_speedup_median_of_round_ratios": round(statistics.median(r["cpu_ratio"] for r in rounds), 2),
+        "uptime_at_start": machine_info()["uptime_at_start"],
+    }
 
 
 def main() -> None:
@@ -84,6 +139,12 @@ def main() -> None:
     ap.add_argument("--raw-size", default="320x240", help="WxH of the raw videos (MSR-VTT: 320x240)")
     ap.add_argument("--decode-sample", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--scaling-sample", type=int, default=0, help="only measure 1..--workers threads on this many videos"
+    )
+    ap.add_argument(
+        "--decode-only", action="store_true", help="re-measure only step 3 on an existing run, updating --out"
+    )
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/clipvip_bench_prepare"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "prepare.json")
     args = ap.parse_args()
@@ -92,6 +153,17 @@ def main() -> None:
     raw, out = args.workdir / "raw", args.workdir / "prepared"
     size = tuple(int(x) for x in args.raw_size.split("x"))
     gen_s = generate(raw, args.n, args.seconds, args.distinct, size)
+    if args.decode_only:
+        result = json.loads(args.out.read_text())
+        result["eval_decode"] = decode_phase(raw, out, args.n, args.decode_sample, args.rounds)
+        write_json(args.out, result)
+        print(result["eval_decode"])
+        return
+    if args.scaling_sample:
+        res = scaling(raw, args.workdir, args.scaling_sample, args.rounds, args.workers)
+        write_json(args.out, {"machine": info, "uptime_at_end": machine_info()["uptime_at_start"], **res})
+        print(res)
+        return
     job = make_job(raw, out, 6, 224, part_size=64, workers=args.workers)
     s = run_job(job, progress=False)
     written = s.total("written")
@@ -99,13 +171,6 @@ def main() -> None:
     job.write_manifest()
     raw_bytes = sum((raw / f"video{i}.mp4").stat().st_size for i in range(args.n))
     out_bytes = sum(p.stat().st_size for p in out.glob("*.mp4"))
-    ids = [f"video{i}" for i in np.linspace(0, args.n - 1, min(args.decode_sample, args.n)).astype(int)]
-    rounds = []
-    for _ in range(args.rounds):
-        (r, rc), (p, pc) = decode_seconds(raw, ids), decode_seconds(out, ids)
-        rounds.append(
-            {"raw_s": r, "prepared_s": p, "raw_cpu_s": rc, "prepared_cpu_s": pc, "ratio": r / p, "cpu_ratio": rc / pc}
-        )
     a, b = probe(raw / "video0.mp4"), probe(out / "video0.mp4")
     result = {
         "machine": info,
@@ -127,22 +192,7 @@ def main() -> None:
             "bytes_raw": raw_bytes,
             "bytes_prepared": out_bytes,
         },
-        "eval_decode": {
-            "videos": len(ids),
-            "rounds": rounds,
-            "raw_ms_per_video_median": round(1000 * statistics.median(r["raw_s"] for r in rounds) / len(ids), 2),
-            "prepared_ms_per_video_median": round(
-                1000 * statistics.median(r["prepared_s"] for r in rounds) / len(ids), 2
-            ),
-            "raw_cpu_ms_per_video_median": round(
-                1000 * statistics.median(r["raw_cpu_s"] for r in rounds) / len(ids), 2
-            ),
-            "prepared_cpu_ms_per_video_median": round(
-                1000 * statistics.median(r["prepared_cpu_s"] for r in rounds) / len(ids), 2
-            ),
-            "speedup_median_of_round_ratios": round(statistics.median(r["ratio"] for r in rounds), 2),
-            "cpu_speedup_median_of_round_ratios": round(statistics.median(r["cpu_ratio"] for r in rounds), 2),
-        },
+        "eval_decode": decode_phase(raw, out, args.n, args.decode_sample, args.rounds),
     }
     write_json(args.out, result)
     print(
