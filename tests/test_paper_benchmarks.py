@@ -195,3 +195,20 @@ def test_zeroshot_hmdb51_preset_uses_the_paper_prompt(toy: tuple[Path, Path], tm
     res = json.loads(out.read_text())
     assert res["templates"] == ["a person {}."] and res["n"] == 2
     assert res["skipped_files"] == [str(videos / "video9.mp4")]  # named by file, not by index
+
+
+def test_zeroshot_ssv2_mc_on_the_real_label_file_and_clip(
+    shared_fixtures: Path, toy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The real SSv2 label file (174 texts) and a real SSv2-style WebM clip ('Closing something')."""
+    model, _ = toy
+    ann = tmp_path / "validation.json"
+    ann.write_text(
+        json.dumps([{"id": "human2bot_task5_0", "template": "Closing [something]", "placeholders": ["a box"]}])
+    )
+    out = tmp_path / "ssv2.json"
+    argv = ["zeroshot", "classify", "--preset", "ssv2-mc", "--labels"]
+    argv += [str(shared_fixtures / "labels" / "something-something-v2-labels.json"), "--videos", str(ann)]
+    assert main(argv + ["--json", str(out)] + _common(model, shared_fixtures / "videos")) == 0
+    res = json.loads(out.read_text())
+    assert res["n"] == 1 and res["candidates_per_video"] == 174 and res["skipped_videos"] == 0
