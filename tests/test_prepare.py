@@ -144,7 +144,7 @@ def test_presets_cite_their_source() -> None:
 
 
 def test_prepare_cli_then_eval_reads_the_prepared_layout(
-    video_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    video_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     import torch
 
@@ -179,3 +179,5 @@ def test_prepare_cli_then_eval_reads_the_prepared_layout(
     res = json.loads((tmp_path / "res" / "results.json").read_text())
     assert res["counts"]["evaluated_videos"] == 3 and res["counts"]["missing_videos"] == 0
     assert res["settings"]["prepared"]["fps"] == 6 and res["settings"]["prepared"]["short_side"] == 32
+    # short side 32 is not the release's MSR-VTT setting (size kept): said, not hidden
+    assert any("release's 'msrvtt' setting is fps=6 short_side=None" in r.getMessage() for r in caplog.records)
