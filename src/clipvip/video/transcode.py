@@ -107,7 +107,10 @@ def transcode(
             stream.codec_context.thread_count = threads
             rate = fps or float(stream.average_rate or stream.guessed_rate or 25)
             if start:
-                container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+                try:
+                    container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+                except av.error.FFmpegError:
+                    pass  # a format without seeking: decode from the beginning, frames before start are dropped
             with atomic_path(dst) as tmp:
                 result = _encode(container, stream, tmp, fmt, codec, rate, short_side, start, end, crf, preset, threads)
                 if result[0] == 0:  # nothing was muxed: raising here removes the temporary file
