@@ -76,7 +76,8 @@ def test_reports(tmp_path: Path) -> None:
     table = markdown_table(result, "toy")
     assert "| text -> video (DSL) | 47.5 | 70.0 | 80.0 | 2.0 | 9.5 |" in table
     assert "| video -> text | 42.0 |" in table
-    assert "1 unreadable videos" in table and "test queries" in table
+    assert "Evaluated 10 videos and 10 texts; missing 1 videos (0 without a file, 1 unreadable)" in table
+    assert "test queries" in table
     path = write_json(result, tmp_path / "r" / "results.json")
     loaded = json.loads(path.read_text())
     assert "ranks" not in loaded and loaded["t2v_dsl"]["R@1"] == 47.5
@@ -137,11 +138,25 @@ def test_eval_cli_preset_cache_and_skipped(
     first = capsys.readouterr().out
     assert "| text -> video (DSL) |" in first and "| video -> text |" in first
     res = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert res["counts"] == {"texts": 5, "videos": 5, "skipped_videos": 1, "dropped_texts": 1, "missing_files": 1}
+    counts = res["counts"]
+    assert {k: counts[k] for k in ("texts", "videos", "skipped_videos", "dropped_texts", "missing_files")} == {
+        "texts": 5,
+        "videos": 5,
+        "skipped_videos": 1,
+        "dropped_texts": 1,
+        "missing_files": 1,
+    }
+    # what the numbers cover: 4 of 6 annotated videos evaluated; the missing file and the unreadable one, by name
+    assert (counts["evaluated_videos"], counts["evaluated_texts"]) == (4, 4)
+    assert (counts["missing_videos"], counts["missing_texts"]) == (2, 2)
+    assert counts["skipped_files"] == [str(videos / "video9.mp4")]
+    assert "Evaluated 4 videos and 4 texts; missing 2 videos (1 without a file, 1 unreadable)" in first
+    assert "MSR-VTT 1k-A test (MSRVTT_JSFUSION_test.csv): 4 videos, 4 texts" in first
+    assert res["paper"] == []  # the tiny model is no ViT-B: the paper has no number for it
     assert res["from_cache"] is False and res["settings"]["num_frames"] == 4
     assert set(res) >= {"t2v", "v2t", "t2v_dsl", "v2t_dsl", "rsum"}
     assert (tmp_path / "out" / "recall.png").read_bytes()[:8] == PNG
-    assert (tmp_path / "out" / "results.md").read_text().startswith("### MSR-VTT 1k-A")
+    assert (tmp_path / "out" / "results.md").read_text().startswith("### MSR-VTT 1k-A test")
     # second run: embeddings from the cache, same numbers
     assert main(argv) == 0
     assert "(embeddings from cache)" in capsys.readouterr().out

@@ -77,7 +77,17 @@ def test_evaluate_retrieval_matches_per_item_encoding(model: clipvip.CLIPViP) ->
     e = np.exp(100 * sim.astype(np.float64))
     dsl_t2v = sim * e / e.sum(0, keepdims=True)
     assert out["t2v_dsl"]["MnR"] == pytest.approx(np.mean(brute_ranks(dsl_t2v, [[j] for j in ds.text_to_video])))
-    assert out["counts"] == {"texts": 12, "videos": 6, "skipped_videos": 0, "dropped_texts": 0}
+    assert out["counts"] == {
+        "texts": 12,
+        "videos": 6,
+        "skipped_videos": 0,
+        "dropped_texts": 0,
+        "evaluated_videos": 6,
+        "evaluated_texts": 12,
+        "missing_videos": 0,
+        "missing_texts": 0,
+        "skipped_files": [],
+    }
     assert out["from_cache"] is False
 
 
@@ -104,7 +114,15 @@ def test_cache_hit_second_run_and_miss_after_weight_change(model: clipvip.CLIPVi
 def test_skipped_videos_are_dropped_and_counted(model: clipvip.CLIPViP) -> None:
     ds = ToyEvalDataset(bad=(2,))
     out = evaluate_retrieval(model, ds, batch_size=4, collate_fn=toy_collate, progress=False, keep_ranks=True)
-    assert out["counts"] == {"texts": 12, "videos": 6, "skipped_videos": 1, "dropped_texts": 2}
+    counts = out["counts"]
+    assert {k: counts[k] for k in ("texts", "videos", "skipped_videos", "dropped_texts")} == {
+        "texts": 12,
+        "videos": 6,
+        "skipped_videos": 1,
+        "dropped_texts": 2,
+    }
+    # the toy dataset has no file paths: the unreadable video is named by its index
+    assert (counts["evaluated_videos"], counts["evaluated_texts"], counts["skipped_files"]) == (5, 10, [2])
     assert len(out["ranks"]["t2v"]) == 10 and len(out["ranks"]["v2t"]) == 5
 
 

@@ -150,13 +150,15 @@ class RetrievalDataset(Dataset):
         if check_files:
             res = resolve_videos(samples, video_root, template=template, fmt=fmt, on_missing="skip")
             self.samples, self.paths, self.missing = res.samples, res.paths, res.missing
+            gone = {vid for vid, _ in res.missing}
+            self.missing_texts = sum(len(s.texts) for s in samples if s.video_id in gone)  # dropped with their video
             if not self.samples:
                 raise FileNotFoundError(f"RetrievalDataset: {res.summary()}")
         else:
             from clipvip.data.annotations import DEFAULT_TEMPLATES, video_path
 
             tpl = template or DEFAULT_TEMPLATES[fmt or "jsonl"]
-            self.samples, self.missing = samples, []
+            self.samples, self.missing, self.missing_texts = samples, [], 0
             self.paths = [video_path(s, tpl, video_root) for s in samples]
         self.train = split == "train"
         self.num_frames, self.size, self.context_length = num_frames, size, context_length

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from clipvip.eval.metrics import METRIC_KEYS, recall_curve
+from clipvip.eval.paper import comparison_lines
 
 ROW_NAMES = {
     "t2v": "text -> video",
@@ -63,24 +64,33 @@ def markdown_table(result: Mapping[str, Any], title: str | None = None) -> str:
     counts = result.get("counts")
     if isinstance(counts, Mapping):
         lines.append("")
-        lines.append(
-            f"{counts.get('texts')} texts, {counts.get('videos')} videos"
-            + (
-                f"; {counts['skipped_videos']} unreadable videos and their {counts.get('dropped_texts', 0)} texts "
-                "excluded"
-                if counts.get("skipped_videos")
-                else ""
+        lines.append(coverage_line(counts) + f"; ties: {result.get('ties', 'optimistic')}.")
+        skipped = counts.get("skipped_files") or []
+        if skipped:
+            lines.append(
+                "Unreadable: " + ", ".join(str(p) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
             )
-            + (
-                f"; {counts['missing_files']} annotated videos have no file and are not evaluated"
-                if counts.get("missing_files")
-                else ""
-            )
-            + f"; ties: {result.get('ties', 'optimistic')}."
-        )
     if "t2v_dsl" in result:
         lines.append("DSL rows use the statistics of all test queries (dual softmax over the test set).")
+    paper = comparison_lines(result.get("paper") or [])
+    if paper:
+        lines.append("")
+        lines.extend(f"- {line}" for line in paper)
     return "\n".join(lines) + "\n"
+
+
+def coverage_line(counts: Mapping[str, Any]) -> str:
+    """ "Evaluated 998 videos and 998 texts; missing 2 videos (1 without a file, 1 unreadable) and their 2 texts"."""
+    videos = counts.get("evaluated_videos", counts.get("videos"))
+    texts = counts.get("evaluated_texts", counts.get("texts"))
+    line = f"Evaluated {videos} videos and {texts} texts"
+    no_file, bad = counts.get("missing_files", 0), counts.get("skipped_videos", 0)
+    if no_file or bad:
+        line += (
+            f"; missing {no_file + bad} videos ({no_file} without a file, {bad} unreadable) "
+            f"and their {counts.get('missing_texts', counts.get('dropped_texts', 0))} texts"
+        )
+    return line
 
 
 def write_markdown(result: Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:

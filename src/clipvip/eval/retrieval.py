@@ -119,6 +119,20 @@ def score_retrieval(
     return out
 
 
+def _coverage(counts: dict[str, Any], dataset: Any, video_emb: Tensor) -> dict[str, Any]:
+    """What the numbers cover: videos / texts evaluated, and missing (no file, or unreadable) with the files named."""
+    c = counts
+    paths = getattr(dataset, "paths", None)
+    bad = np.flatnonzero(~embedding_valid_mask(video_emb).numpy()).tolist()
+    return {
+        "evaluated_videos": c["videos"] - c.get("skipped_videos", 0),
+        "evaluated_texts": c["texts"] - c.get("dropped_texts", 0),
+        "missing_videos": c.get("missing_files", 0) + c.get("skipped_videos", 0),
+        "missing_texts": c.get("dropped_texts", 0) + int(getattr(dataset, "missing_texts", 0) or 0),
+        "skipped_files": [str(paths[i]) for i in bad] if paths is not None else bad,
+    }
+
+
 def compute_embeddings(
     model: nn.Module,
     dataset: Any,
@@ -221,5 +235,6 @@ def evaluate_retrieval(
     if missing:
         out["counts"]["missing_files"] = len(missing)
         log.warning("%d videos of the annotation have no file and are not evaluated", len(missing))
+    out["counts"].update(_coverage(out["counts"], dataset, video_emb))
     out["from_cache"] = cached
     return out

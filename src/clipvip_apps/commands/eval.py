@@ -1,8 +1,11 @@
 """``clipvip eval --model M --preset msrvtt-1ka --data-root DIR --video-root DIR``: text <-> video retrieval.
 
 Encodes the test videos and texts (batched, progress bars, embeddings cached on disk keyed by model and data so a
-second run is instant), prints a table with both directions with and without DSL, and writes ``results.json`` +
-``results.md`` (+ ``recall.png`` with ``--plot``) to ``--out``.
+second run is instant), prints a table with both directions (text->video, video->text) with and without DSL, how
+many videos and texts were evaluated and how many were missing (no file, unreadable: named), and, when the paper
+reports this preset for the model's backbone (ViT-B/32, B/16), the paper's number with its table and row. Writes
+``results.json`` + ``results.md`` (+ ``recall.png`` with ``--plot``) to ``--out``. A ``--video-root`` written by
+``clipvip prepare`` is read in its layout (``<root>/<video_id>.mp4``).
 """
 
 from __future__ import annotations
@@ -85,9 +88,40 @@ def build_dataset(args: argparse.Namespace, preset: Any, image_size: int) -> Any
         num_frames=args.num_frames or preset.num_frames,
         size=image_size,
         fmt=preset.fmt,
-        template=args.video_template or preset.video_template,
+        template=args.video_template or video_template(args.video_root, preset),
         annotation_options={"split_list": split_list} if split_list else None,
     )
+
+
+def video_template(video_root: Path, preset: Any) -> str | None:
+    """The prepared layout when ``video_root`` was written by ``clipvip prepare``, else the preset's own."""
+    from clipvip.data.prepare import read_manifest
+    from clipvip.eval.presets import prepared_template
+
+    return prepared_template(preset.fmt) if read_manifest(video_root) is not None else preset.video_template
+
+
+def prepared_settings(video_root: Path, prepare_preset: str | None) -> dict[str, Any] | None:
+    """The ``prepared.json`` settings of ``video_root`` (None for raw videos); warns when they are not the ones
+    of the preset the paper's videos were prepared with."""
+    from clipvip.data.prepare import PREPARE_PRESETS, read_manifest
+
+    m = read_manifest(video_root)
+    if m is None:
+        return None
+    got = {"fps": m.get("fps"), "short_side": m.get("short_side")}
+    ref = PREPARE_PRESETS.get(prepare_preset or "")
+    if ref is not None and (got["fps"], got["short_side"]) != (ref.fps, ref.short_side):
+        log.warning(
+            "%s was prepared with fps=%s short_side=%s; the release's %r setting is fps=%s short_side=%s",
+            video_root,
+            got["fps"],
+            got["short_side"],
+            ref.name,
+            ref.fps,
+            ref.short_side,
+        )
+    return {**got, "preset": m.get("preset"), "videos": m.get("videos"), "failed": len(m.get("failed") or [])}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     import clipvip
     from clipvip.eval import evaluate_retrieval
     from clipvip.eval.nmi import read_texts
+    from clipvip.eval.paper import backbone_of, comparison
     from clipvip.eval.presets import get_preset
     from clipvip.eval.report import markdown_table, plot_recall_curves, write_json, write_markdown
 
@@ -120,15 +155,23 @@ def run(args: argparse.Namespace) -> int:
         keep_ranks=args.plot,
     )
     ranks = result.pop("ranks", None)
+    annotation = Path(args.annotation or args.data_root / preset.annotation)
     result["settings"] = {
         "model": str(args.model),
         "preset": preset.name,
-        "annotation": str(args.annotation or args.data_root / preset.annotation),
+        "annotation": str(annotation),
+        "video_root": str(args.video_root),
+        "prepared": prepared_settings(args.video_root, preset.prepare),
         "num_frames": args.num_frames or preset.num_frames,
         "context_length": context_length,
         "ties": args.ties,
     }
-    title = f"{preset.description} - {Path(args.model).name}"
+    result["paper"] = comparison(result, preset.name, backbone_of(model))
+    counts = result["counts"]
+    title = (
+        f"{preset.title or preset.name} ({annotation.name}): {counts['evaluated_videos']} videos, "
+        f"{counts['evaluated_texts']} texts - {Path(args.model).name}"
+    )
     print(markdown_table(result, title))
     out = Path(args.out)
     write_json(result, out / "results.json")
