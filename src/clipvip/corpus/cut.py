@@ -1,0 +1,242 @@
+"""Cutting clips out of a source video with PyAV (FFmpeg): stream copy or re-encode, into memory (mp4 bytes).
+
+Two ways, one API (:class:`VideoCutter` opens a source once and cuts many spans):
+
+* ``copy``: the compressed packets from the keyframe at or before the start up to the end, remuxed without
+  decoding (what HD-VILA-100M's own ``cut_videos.py`` does with ``ffmpeg -ss -c copy``). It costs almost nothing
+  and keeps the source quality, but a clip can only START on a keyframe, and with B-frames it may END a few
+  frames late (frames needed as references are kept). It is "exact enough" when both ends are within
+  ``tolerance`` (default: one source frame).
+* ``reencode``: decode from that keyframe, sample at ``fps`` (each output frame is the last source frame shown
+  at its time), scale to ``short_side`` and encode H.264. ``--fps 3 --short-side 224`` is the official CLIP-ViP
+  preprocessing (users ask for it in XPretrain #14/#17/#20). The clip starts on the source frame shown at the
+  start time and lasts ``ceil((end - start) * fps)`` output frames: exact to one output frame.
+* ``auto``: ``copy`` where it is exact enough, else ``reencode``. Clips in one corpus then differ in size and fps.
+
+Default (``CutOptions()``): ``reencode``. The corpus is for training, and training reads 12 frames at 224: a
+3-fps, 224-pixel clip holds every frame the model can use, is exact at both ends, is the same for every clip,
+and is about 10-30x smaller than a copied 720p clip (see BENCHMARKS.md), which matters more at 100M clips than
+the encoding CPU. Use ``copy`` for speed or when the corpus must keep the source pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+
+CutMode = Literal["reencode", "copy", "auto"]
+CUT_MODES: tuple[str, ...] = ("reencode", "copy", "auto")
+
+
+class CutError(ValueError):
+    """A span that cannot be cut out of a source (the message names the file and the span)."""
+
+
+@dataclass(frozen=True)
+class CutOptions:
+    mode: CutMode = "reencode"
+    fps: float = 3.0
+    short_side: int = 224
+    tolerance: float | None = None  # seconds a copied clip may be off at either end; None: one source frame
+    crf: int = 23
+    preset: str = "veryfast"
+
+    def __post_init__(self) -> None:
+        if self.mode not in CUT_MODES:
+            raise ValueError(f"cut mode {self.mode!r}: expected one of {', '.join(CUT_MODES)}")
+        if not self.fps > 0 or self.short_side < 2:
+            raise ValueError(f"need fps > 0 and short_side >= 2, got fps={self.fps} short_side={self.short_side}")
+
+
+@dataclass(frozen=True)
+class CutClip:
+    """An mp4 in memory; ``start``/``end``: the source span it really shows; ``method``: copy or reencode."""
+
+    data: bytes
+    start: float
+    end: float
+    method: str
+    frames: int
+
+
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Keep the aspect ratio, short side = ``short_side``, both even (H.264 4:2:0); never upscale past the source
+    unless the source is smaller (then the short side is still ``short_side``, as the official preprocessing)."""
+    if width <= height:
+        w, h = short_side, height * short_side / width
+    else:
+        w, h = width * short_side / height, short_side
+    return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
+
+
+class VideoCutter:
+    """Cuts spans (seconds from the first frame) out of one source; use as a context manager."""
+
+    def __init__(self, path: str | Path, options: CutOptions = CutOptions()) -> None:
+        self.path, self.options = str(path), options
+        try:
+            self.container = av.open(self.path)
+        except (av.FFmpegError, OSError) as e:
+            raise CutError(f"{self.path}: cannot open ({e})") from None
+        streams = [s for s in self.container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not streams:
+            self.container.close()
+            raise CutError(f"{self.path}: no video stream")
+        self.stream = streams[0]
+        self.stream.codec_context.thread_type = "AUTO"  # before the decoder opens (first decode)
+        self.tb = self.stream.time_base
+        self.origin = self.stream.start_time or 0
+        rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
+        self.frame_seconds = float(1 / rate)
+        d = self.container.duration
+        self.duration = d / 1e6 if d else None
+
+    def __enter__(self) -> VideoCutter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.container.close()
+
+    def _pts(self, seconds: float) -> int:
+        return self.origin + int(round(seconds / self.tb))
+
+    def _sec(self, pts: int) -> float:
+        return float((pts - self.origin) * self.tb)
+
+    def cut(self, start: float, end: float) -> CutClip:
+        """The span ``[start, end)`` as an mp4, by ``options.mode`` (module docstring)."""
+        if not 0 <= start < end:
+            raise CutError(f"{self.path}: bad span {start:.3f}-{end:.3f} s")
+        if self.duration is not None and start >= self.duration:
+            raise CutError(f"{self.path}: span {start:.3f}-{end:.3f} s starts after the end ({self.duration:.3f} s)")
+        mode = self.options.mode
+        try:
+            if mode in ("copy", "auto"):
+                clip = self._copy(start, end, strict=mode == "auto")
+                if clip is not None:
+                    return clip
+            return self._reencode(start, end)
+        except av.FFmpegError as e:
+            raise CutError(f"{self.path}: cutting {start:.3f}-{end:.3f} s failed ({e})") from None
+
+    # ------------------------------------------------------------------------------------------ stream copy
+
+    def _packets(self, start: float, end: float) -> list[av.Packet]:
+        """Packets of the video stream from the keyframe at or before ``start`` up to (not including) the first
+        one that is both decoded and shown at or after ``end``: every frame shown before ``end`` is in (B-frames
+        come after the later frame they reference), plus the references shown after it."""
+        self.container.seek(self._pts(start), stream=self.stream, backward=True, any_frame=False)
+        end_pts = self._pts(end)
+        out: list[av.Packet] = []
+        for packet in self.container.demux(self.stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if not out:
+                if not packet.is_keyframe:
+                    continue
+                if packet.pts > self._pts(start) + 1:  # the seek overshot: no keyframe at or before the start
+                    if self._pts(start) > self.origin:
+                        # seek back to the origin once and scan (rare: broken indexes)
+                        return self._scan_packets(start, end)
+            if out and packet.pts >= end_pts and (packet.dts is None or packet.dts >= end_pts):
+                break
+            out.append(packet)
+        return out
+
+    def _scan_packets(self, start: float, end: float) -> list[av.Packet]:
+        self.container.seek(self.origin, stream=self.stream, backward=True, any_frame=False)
+        start_pts, end_pts = self._pts(start), self._pts(end)
+        out: list[av.Packet] = []
+        for packet in self.container.demux(self.stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if packet.is_keyframe and packet.pts <= start_pts:
+                out = []
+            if out and packet.pts >= end_pts and (packet.dts is None or packet.dts >= end_pts):
+                break
+            if out or packet.is_keyframe:
+                out.append(packet)
+        return out
+
+    def _copy(self, start: float, end: float, strict: bool) -> CutClip | None:
+        packets = self._packets(start, end)
+        if not packets:
+            raise CutError(f"{self.path}: no frames in {start:.3f}-{end:.3f} s")
+        key_pts, end_pts = packets[0].pts, self._pts(end)
+        packets = [p for p in packets if p.pts >= key_pts]  # leading frames of an open GOP need the previous one
+        while len(packets) > 1 and packets[-1].pts >= end_pts:
+            packets.pop()  # shown after the end and decoded after every frame we keep: nobody's reference
+        last = max(p.pts for p in packets)
+        real_start = self._sec(key_pts)
+        real_end = self._sec(last) + self.frame_seconds
+        tol = self.options.tolerance if self.options.tolerance is not None else self.frame_seconds + 1e-6
+        if strict and (start - real_start > tol or real_end - end > tol):
+            return None
+        buf = io.BytesIO()
+        with av.open(buf, mode="w", format="mp4") as out:
+            ostream = out.add_stream_from_template(self.stream)
+            for p in packets:
+                p.pts -= key_pts
+                if p.dts is not None:
+                    p.dts -= key_pts
+                p.stream = ostream
+                out.mux(p)
+        return CutClip(buf.getvalue(), real_start, real_end, "copy", len(packets))
+
+    # ------------------------------------------------------------------------------------------- re-encode
+
+    def _reencode(self, start: float, end: float) -> CutClip:
+        o = self.options
+        n_out = max(1, math.ceil((end - start) * o.fps - 1e-6))
+        times = [start + k / o.fps for k in range(n_out)]
+        self.container.seek(self._pts(start), stream=self.stream, backward=True, any_frame=False)
+        picked: list[av.VideoFrame] = []
+        size: tuple[int, int] | None = None
+        prev: tuple[float, av.VideoFrame] | None = None  # (time, scaled frame) of the last frame shown
+        k = 0
+        for frame in self.container.decode(self.stream):
+            if frame.pts is None:
+                continue
+            t = self._sec(frame.pts)
+            if t < times[0] - 1e-6 and prev is not None and prev[0] > t:
+                continue  # leading frames of an open GOP, shown before the keyframe's predecessor
+            if size is None:
+                size = scaled_size(frame.width, frame.height, o.short_side)
+            scaled = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+            while k < n_out and t > times[k] + 1e-6:
+                # sample and hold: output time k shows the last frame at or before it (the first one if none)
+                picked.append(prev[1] if prev is not None else scaled)
+                k += 1
+            if k >= n_out:
+                break
+            prev = (t, scaled)
+        if prev is not None:
+            while k < n_out and times[k] < prev[0] + self.frame_seconds - 1e-6:
+                picked.append(prev[1])  # the source ends: its last frame is shown for one frame duration
+                k += 1
+        if not picked or size is None:
+            raise CutError(f"{self.path}: no frames in {start:.3f}-{end:.3f} s")
+        w, h = size
+        rate = Fraction(o.fps).limit_denominator(1001)
+        buf = io.BytesIO()
+        with av.open(buf, mode="w", format="mp4") as out:
+            ostream = out.add_stream("libx264", rate=rate)
+            ostream.width, ostream.height, ostream.pix_fmt = w, h, "yuv420p"
+            ostream.options = {"crf": str(o.crf), "preset": o.preset}
+            ostream.codec_context.time_base = 1 / rate
+            for i, f in enumerate(picked):
+                f.pts, f.time_base = i, 1 / rate  # FFmpeg keeps its own reference: reusing f is safe
+                for packet in ostream.encode(f):
+                    out.mux(packet)
+            for packet in ostream.encode():
+                out.mux(packet)
+        return CutClip(buf.getvalue(), start, start + len(picked) / o.fps, "reencode", len(picked))
