@@ -144,5 +144,12 @@ def make_clips(cues: Sequence[Cue], rule: ClipRule = ClipRule(), stats: ClipStat
 
 
 def cues_in_span(cues: Sequence[Cue], start: float, end: float) -> list[Cue]:
-    """Cues whose middle lies inside ``[start, end)``: the subtitle text of a given span (HD-VILA metadata)."""
-    return [c for c in cues if start <= (c.start + c.end) / 2 < end]
+    """The subtitle text of a given span (HD-VILA metadata): the cues that overlap it by at least half of the cue
+    or half of the span (a span inside one long cue still gets its text)."""
+    half_span = (end - start) / 2
+    out = []
+    for c in cues:
+        overlap = min(end, c.end) - max(start, c.start)
+        if overlap > 0 and (overlap >= (c.end - c.start) / 2 or overlap >= half_span):
+            out.append(c)
+    return out

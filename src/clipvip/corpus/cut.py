@@ -131,50 +131,74 @@ class VideoCutter:
     # ------------------------------------------------------------------------------------------ stream copy
 
     def _packets(self, start: float, end: float) -> list[av.Packet]:
-        """Packets of the video stream from the keyframe at or before ``start`` up to (not including) the first
-        one that is both decoded and shown at or after ``end``: every frame shown before ``end`` is in (B-frames
-        come after the later frame they reference), plus the references shown after it."""
-        self.container.seek(self._pts(start), stream=self.stream, backward=True, any_frame=False)
-        end_pts = self._pts(end)
-        out: list[av.Packet] = []
-        for packet in self.container.demux(self.stream):
-            if packet.size == 0 or packet.pts is None:
+        """Packets of the video stream, in decode order, from the keyframe at or before ``start``: every frame
+        shown before ``end``, the frames after it that those reference (B-frames are decoded after the later
+        frame they use), and the frames shown between ``end`` and that last reference, so the clip has no gap."""
+        start_pts, end_pts = self._pts(start), self._pts(end)
+        self.container.seek(start_pts, stream=self.stream, backward=True, any_frame=False)
+        packets = self._video_packets()
+        head: list[av.Packet] = []
+        for packet in packets:
+            if not head and not packet.is_keyframe:
                 continue
-            if not out:
-                if not packet.is_keyframe:
-                    continue
-                if packet.pts > self._pts(start) + 1:  # the seek overshot: no keyframe at or before the start
-                    if self._pts(start) > self.origin:
-                        # seek back to the origin once and scan (rare: broken indexes)
-                        return self._scan_packets(start, end)
-            if out and packet.pts >= end_pts and (packet.dts is None or packet.dts >= end_pts):
+            if not head and packet.pts > start_pts + 1 and start_pts > self.origin:
+                return self._scan_packets(start, end)  # the seek overshot (broken index): scan from the origin
+            if head and packet.is_keyframe and packet.pts <= start_pts:
+                head = []  # a later keyframe that is still at or before the start
+            if head and packet.pts >= end_pts and (packet.dts is None or packet.dts >= end_pts):
+                head.append(packet)  # decoded and shown after the end: the lookahead below starts here
                 break
-            out.append(packet)
-        return out
+            head.append(packet)
+        return self._trim(head, packets, end_pts)
+
+    def _video_packets(self):  # noqa: ANN202 - a generator of av.Packet
+        for packet in self.container.demux(self.stream):
+            if packet.size and packet.pts is not None:
+                yield packet
 
     def _scan_packets(self, start: float, end: float) -> list[av.Packet]:
         self.container.seek(self.origin, stream=self.stream, backward=True, any_frame=False)
         start_pts, end_pts = self._pts(start), self._pts(end)
-        out: list[av.Packet] = []
-        for packet in self.container.demux(self.stream):
-            if packet.size == 0 or packet.pts is None:
-                continue
+        packets = self._video_packets()
+        head: list[av.Packet] = []
+        for packet in packets:
             if packet.is_keyframe and packet.pts <= start_pts:
-                out = []
-            if out and packet.pts >= end_pts and (packet.dts is None or packet.dts >= end_pts):
+                head = []
+            if not head and not packet.is_keyframe:
+                continue
+            head.append(packet)
+            if packet.pts >= end_pts and (packet.dts is None or packet.dts >= end_pts):
                 break
-            if out or packet.is_keyframe:
-                out.append(packet)
+        return self._trim(head, packets, end_pts)
+
+    @staticmethod
+    def _trim(head: list[av.Packet], rest, end_pts: int) -> list[av.Packet]:  # noqa: ANN001 - packet iterator
+        if not head:
+            return []
+        key_pts = head[0].pts
+        head = [p for p in head if p.pts >= key_pts]  # leading frames of an open GOP need the GOP before
+        wanted = [i for i, p in enumerate(head) if p.pts < end_pts]
+        if not wanted:
+            return head[:1]
+        last = wanted[-1]
+        refs = [p.pts for p in head[:last] if p.pts >= end_pts]
+        if not refs:
+            return head[: last + 1]
+        top = max(refs)  # the last frame a wanted frame may reference: keep every frame shown up to it
+        out = head[: last + 1] + [p for p in head[last + 1 :] if p.pts < top]
+        if head[-1].pts < top:
+            for packet in rest:
+                if packet.pts > top:
+                    break
+                if packet.pts >= key_pts:
+                    out.append(packet)
         return out
 
     def _copy(self, start: float, end: float, strict: bool) -> CutClip | None:
         packets = self._packets(start, end)
         if not packets:
             raise CutError(f"{self.path}: no frames in {start:.3f}-{end:.3f} s")
-        key_pts, end_pts = packets[0].pts, self._pts(end)
-        packets = [p for p in packets if p.pts >= key_pts]  # leading frames of an open GOP need the previous one
-        while len(packets) > 1 and packets[-1].pts >= end_pts:
-            packets.pop()  # shown after the end and decoded after every frame we keep: nobody's reference
+        key_pts = packets[0].pts
         last = max(p.pts for p in packets)
         real_start = self._sec(key_pts)
         real_end = self._sec(last) + self.frame_seconds

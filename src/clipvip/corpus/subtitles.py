@@ -107,27 +107,33 @@ def parse_subtitles(text: str, name: str = "<subtitles>") -> list[Cue]:
         prev_blank = False
     if not raw and any(x.strip() for x in lines if not x.strip().startswith("WEBVTT")):
         raise SubtitleError(f"{name}: no subtitle cues found (not an SRT / WebVTT file?)")
-    return _dedupe([Cue(s, e, clean_text("\n".join(t))) for s, e, t in raw])
+    return _dedupe([(s, e, t, None) for s, e, t in raw])
 
 
-def _dedupe(cues: list[Cue]) -> list[Cue]:
-    """Sort by time; drop empty cues, exact repeats and the lines a rolling cue repeats from the one before."""
+_Raw = tuple[float, float, list[str], "float | None"]
+
+
+def _dedupe(items: list[_Raw]) -> list[Cue]:
+    """Sort by time; drop the leading lines a cue repeats from the end of the one before (YouTube's roll-up
+    captions: "a / b" then "b / c"; an exact repeat is the whole cue), so each line is kept once, at its first
+    appearance; a cue left empty extends the one before. Empty cues are dropped."""
     out: list[Cue] = []
     prev_lines: list[str] = []
-    for c in sorted(cues, key=lambda c: (c.start, c.end)):
-        if not c.text:
+    for start, end, raw_lines, conf in sorted(items, key=lambda x: (x[0], x[1])):
+        lines = [t for t in (clean_text(x) for x in raw_lines) if t]
+        if not lines:
             continue
-        if out and out[-1].text == c.text and c.start <= out[-1].end + 1e-3:
-            prev = out[-1]  # the same text shown twice in a row: one cue spanning both
-            out[-1] = Cue(prev.start, max(prev.end, c.end), prev.text, prev.confidence)
+        k = 0
+        if out and start <= out[-1].end + 1e-3:  # only a cue still on screen can be rolled up
+            k = max(
+                (n for n in range(1, min(len(lines), len(prev_lines)) + 1) if lines[:n] == prev_lines[-n:]), default=0
+            )
+        prev_lines = lines
+        if k == len(lines):
+            last = out[-1]
+            out[-1] = Cue(last.start, max(last.end, end), last.text, last.confidence)
             continue
-        text = c.text
-        for line in prev_lines:  # YouTube roll-up: "line1 line2" then "line2 line3"
-            if line and text.startswith(line + " "):
-                text = text[len(line) + 1 :]
-                break
-        prev_lines = [c.text, c.text.split(" ", 1)[-1]]
-        out.append(Cue(c.start, c.end, text, c.confidence))
+        out.append(Cue(start, end, " ".join(lines[k:]), conf))
     return out
 
 
@@ -172,7 +178,7 @@ def read_embedded(video: str | Path) -> list[Cue] | None:
         for stream in container.streams.subtitles:
             cues = _stream_cues(container, stream)
             if cues:
-                return _dedupe(cues)
+                return _dedupe([(c.start, c.end, c.text.split("\n"), None) for c in cues])
     return None
 
 
@@ -189,13 +195,15 @@ def _stream_cues(container, stream) -> list[Cue]:  # noqa: ANN001 - PyAV types
         start = packet.pts * tb
         end = start + (packet.duration or 0) * tb
         for sub in stream.decode(packet):
-            start2 = start + getattr(sub, "start_display_time", 0) / 1000.0
-            end_ms = getattr(sub, "end_display_time", 0)
-            end2 = start + end_ms / 1000.0 if end_ms and not packet.duration else end
-            for rect in sub:
+            # PyAV >= 14 yields the rects (AssSubtitle, ...) directly; older versions a SubtitleSet of them
+            rects = list(sub) if hasattr(sub, "__iter__") and not hasattr(sub, "ass") else [sub]
+            s0 = start + getattr(sub, "start_display_time", 0) / 1000.0
+            e_ms = getattr(sub, "end_display_time", 0)
+            e0 = start + e_ms / 1000.0 if e_ms and not packet.duration else end
+            for rect in rects:
                 text = _rect_text(rect)
-                if text:
-                    cues.append(Cue(start2, max(end2, start2), text))
+                if text.strip():
+                    cues.append(Cue(s0, max(e0, s0), text))
     return cues
 
 
@@ -206,8 +214,8 @@ def _rect_text(rect) -> str:  # noqa: ANN001 - PyAV type
     if ass:
         # "Dialogue: ReadOrder,Layer,Style,Name,MarginL,MarginR,MarginV,Effect,Text" (FFmpeg's packet form)
         body = ass.split(",", 8)[-1] if ass.count(",") >= 8 else ass
-        return clean_text(body.replace("\\N", "\n").replace("\\n", "\n"))
+        return body.replace("\\N", "\n").replace("\\n", "\n")  # lines kept: cleaned by _dedupe
     text = getattr(rect, "text", None)
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return clean_text(text or "")
+    return text or ""
