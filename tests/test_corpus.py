@@ -411,3 +411,15 @@ def test_cli_input_errors(tmp_path: Path, capsys) -> None:
     assert cli_main(["corpus", "--out", str(tmp_path / "o")]) == 2
     assert "give VIDEOS" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_job_pickles_for_ray_and_resumes_without_the_transcriber(raw: Path, tmp_path: Path) -> None:
+    import pickle
+
+    job = CorpusJob(video_tasks([raw / "alpha.mp4"]), CorpusConfig(str(tmp_path / "p"), ClipRule(2, 6)))
+    job._transcriber = object()  # a loaded model must not travel to the workers
+    clone = pickle.loads(pickle.dumps(job))
+    assert clone._transcriber is None and clone.num_parts == 1
+    clone.prepare()
+    stats = clone.run_part(0)
+    assert stats["clips"] == 2 and job.is_done(0)  # the original sees the clone's finished shard
