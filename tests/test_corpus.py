@@ -423,3 +423,14 @@ def test_job_pickles_for_ray_and_resumes_without_the_transcriber(raw: Path, tmp_
     clone.prepare()
     stats = clone.run_part(0)
     assert stats["clips"] == 2 and job.is_done(0)  # the original sees the clone's finished shard
+
+
+@pytest.mark.parametrize("mode", ["copy", "reencode"])
+def test_rotation_metadata_survives_the_cut(tmp_path: Path, mode: str) -> None:
+    from clipvip.video import probe
+
+    src = write_video(tmp_path / "phone.mp4", np.zeros((20, 32, 48, 3), np.uint8), fps=10, rotation=90)
+    with VideoCutter(src, CutOptions(mode, short_side=32)) as cutter:
+        clip = cutter.cut(0.0, 1.5)
+    (tmp_path / "clip.mp4").write_bytes(clip.data)
+    assert probe(tmp_path / "clip.mp4").rotation == probe(src).rotation == 90

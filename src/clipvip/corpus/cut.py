@@ -229,6 +229,7 @@ class VideoCutter:
         self.container.seek(self._pts(start), stream=self.stream, backward=True, any_frame=False)
         picked: list[av.VideoFrame] = []
         size: tuple[int, int] | None = None
+        rotation = 0
         prev: tuple[float, av.VideoFrame] | None = None  # (time, scaled frame) of the last frame shown
         k = 0
         for frame in self.container.decode(self.stream):
@@ -239,6 +240,7 @@ class VideoCutter:
                 continue  # leading frames of an open GOP, shown before the keyframe's predecessor
             if size is None:
                 size = scaled_size(frame.width, frame.height, o.short_side)
+                rotation = int(round(frame.rotation or 0)) % 360  # display matrix: carried over, not applied
             scaled = frame.reformat(width=size[0], height=size[1], format="yuv420p")
             while k < n_out and t > times[k] + 1e-6:
                 # sample and hold: output time k shows the last frame at or before it (the first one if none)
@@ -261,6 +263,8 @@ class VideoCutter:
             ostream.width, ostream.height, ostream.pix_fmt = w, h, "yuv420p"
             ostream.options = {"crf": str(o.crf), "preset": o.preset}
             ostream.codec_context.time_base = 1 / rate
+            if rotation:
+                ostream.set_display_rotation(rotation)
             for i, f in enumerate(picked):
                 f.pts, f.time_base = i, 1 / rate  # FFmpeg keeps its own reference: reusing f is safe
                 for packet in ostream.encode(f):
