@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="source length")
     ap.add_argument("--clips", type=int, default=8, help="clips per round")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--source", default=None, help="reuse (or create) the synthetic source at this path")
     args = ap.parse_args()
     info = machine_info()
     rng = np.random.default_rng(1)
@@ -97,7 +98,9 @@ def main() -> None:
     per: dict[str, list[tuple[float, float, int]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        src = make_source(Path(tmp) / "src720p.mp4", args.seconds)
+        src = Path(args.source) if args.source else Path(tmp) / "src720p.mp4"
+        if not src.is_file():
+            make_source(src, args.seconds)
         print(
             f"source: {src.stat().st_size / 1e6:.1f} MB, {args.seconds:.0f} s 720p30, made in {time.perf_counter() - t0:.0f} s"
         )

@@ -25,6 +25,7 @@ for throughput or when the corpus must keep the source pixels, ``auto`` for copi
 
 from __future__ import annotations
 
+import bisect
 import io
 import math
 from dataclasses import dataclass
@@ -94,6 +95,9 @@ class VideoCutter:
             raise CutError(f"{self.path}: no video stream")
         self.stream = streams[0]
         self.stream.codec_context.thread_type = "AUTO"  # before the decoder opens (first decode)
+        self._size: tuple[int, int] | None = None  # output size and rotation, from the first decoded frame
+        self._rotation = 0
+        self._source_ended = False
         self.tb = self.stream.time_base
         self.origin = self.stream.start_time or 0
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
@@ -142,6 +146,7 @@ class VideoCutter:
         self.container.seek(start_pts, stream=self.stream, backward=True, any_frame=False)
         packets = self._video_packets()
         head: list[av.Packet] = []
+        self._source_ended = True
         for packet in packets:
             if not head and not packet.is_keyframe:
                 continue
@@ -151,6 +156,7 @@ class VideoCutter:
                 head = []  # a later keyframe that is still at or before the start
             if head and packet.pts >= end_pts and (packet.dts is None or packet.dts >= end_pts):
                 head.append(packet)  # decoded and shown after the end: the lookahead below starts here
+                self._source_ended = False
                 break
             head.append(packet)
         return self._trim(head, packets, end_pts)
@@ -165,6 +171,7 @@ class VideoCutter:
         start_pts, end_pts = self._pts(start), self._pts(end)
         packets = self._video_packets()
         head: list[av.Packet] = []
+        self._source_ended = True
         for packet in packets:
             if packet.is_keyframe and packet.pts <= start_pts:
                 head = []
@@ -172,6 +179,7 @@ class VideoCutter:
                 continue
             head.append(packet)
             if packet.pts >= end_pts and (packet.dts is None or packet.dts >= end_pts):
+                self._source_ended = False
                 break
         return self._trim(head, packets, end_pts)
 
@@ -222,40 +230,53 @@ class VideoCutter:
 
     # ------------------------------------------------------------------------------------------- re-encode
 
+    def _decode(self, packets: list[av.Packet], wanted: set[int], skip: bool) -> dict[int, av.VideoFrame]:
+        """The wanted frames, scaled; frames nobody wants or references are not decoded at all (FFmpeg's
+        ``skip_frame=NONREF`` per packet: at 3 of 30 fps most B-frames are skipped)."""
+        cc = self.stream.codec_context
+        cc.flush_buffers()
+        out: dict[int, av.VideoFrame] = {}
+
+        def keep(frames: list[av.VideoFrame]) -> None:
+            for f in frames:
+                if f.pts in wanted and f.pts not in out:
+                    if self._size is None:
+                        self._size = scaled_size(f.width, f.height, self.options.short_side)
+                        self._rotation = int(round(f.rotation or 0)) % 360  # display matrix: carried over
+                    out[f.pts] = f.reformat(width=self._size[0], height=self._size[1], format="yuv420p")
+
+        for p in packets:
+            cc.skip_frame = "NONREF" if skip and p.pts not in wanted else "DEFAULT"
+            keep(self.stream.decode(p))
+        cc.skip_frame = "DEFAULT"
+        keep(self.stream.decode(None))
+        cc.flush_buffers()
+        return out
+
     def _reencode(self, start: float, end: float) -> CutClip:
         o = self.options
         n_out = max(1, math.ceil((end - start) * o.fps - 1e-6))
         times = [start + k / o.fps for k in range(n_out)]
-        self.container.seek(self._pts(start), stream=self.stream, backward=True, any_frame=False)
-        picked: list[av.VideoFrame] = []
-        size: tuple[int, int] | None = None
-        rotation = 0
-        prev: tuple[float, av.VideoFrame] | None = None  # (time, scaled frame) of the last frame shown
-        k = 0
-        for frame in self.container.decode(self.stream):
-            if frame.pts is None:
-                continue
-            t = self._sec(frame.pts)
-            if t < times[0] - 1e-6 and prev is not None and prev[0] > t:
-                continue  # leading frames of an open GOP, shown before the keyframe's predecessor
-            if size is None:
-                size = scaled_size(frame.width, frame.height, o.short_side)
-                rotation = int(round(frame.rotation or 0)) % 360  # display matrix: carried over, not applied
-            scaled = frame.reformat(width=size[0], height=size[1], format="yuv420p")
-            while k < n_out and t > times[k] + 1e-6:
-                # sample and hold: output time k shows the last frame at or before it (the first one if none)
-                picked.append(prev[1] if prev is not None else scaled)
-                k += 1
-            if k >= n_out:
-                break
-            prev = (t, scaled)
-        if prev is not None:
-            while k < n_out and times[k] < prev[0] + self.frame_seconds - 1e-6:
-                picked.append(prev[1])  # the source ends: its last frame is shown for one frame duration
-                k += 1
-        if not picked or size is None:
+        packets = self._packets(start, end)
+        if not packets:
             raise CutError(f"{self.path}: no frames in {start:.3f}-{end:.3f} s")
-        w, h = size
+        shown = sorted({p.pts for p in packets})
+        secs = [self._sec(p) for p in shown]
+        picks: list[int] = []  # sample and hold: output time k shows the last frame at or before it
+        for t in times:
+            if self._source_ended and t >= secs[-1] + self.frame_seconds - 1e-6:
+                break  # the source ends: its last frame is shown for one frame duration
+            picks.append(shown[max(0, bisect.bisect_right(secs, t + 1e-6) - 1)])
+        if not picks:
+            raise CutError(f"{self.path}: no frames in {start:.3f}-{end:.3f} s")
+        frames = self._decode(packets, set(picks), skip=True)
+        if any(p not in frames for p in picks):  # a decoder that ignores skip_frame or renumbers: decode all
+            frames = self._decode(packets, set(picks), skip=False)
+        missing = [p for p in picks if p not in frames]
+        if missing:
+            raise CutError(f"{self.path}: frame at {self._sec(missing[0]):.3f} s did not decode")
+        picked = [frames[p] for p in picks]
+        w, h = picked[0].width, picked[0].height
         rate = Fraction(o.fps).limit_denominator(1001)
         buf = io.BytesIO()
         with av.open(buf, mode="w", format="mp4") as out:
@@ -263,8 +284,8 @@ class VideoCutter:
             ostream.width, ostream.height, ostream.pix_fmt = w, h, "yuv420p"
             ostream.options = {"crf": str(o.crf), "preset": o.preset}
             ostream.codec_context.time_base = 1 / rate
-            if rotation:
-                ostream.set_display_rotation(rotation)
+            if self._rotation:
+                ostream.set_display_rotation(self._rotation)
             for i, f in enumerate(picked):
                 f.pts, f.time_base = i, 1 / rate  # FFmpeg keeps its own reference: reusing f is safe
                 for packet in ostream.encode(f):
