@@ -338,6 +338,8 @@ def test_corpus_caption_train_end_to_end(raw: Path, tmp_path: Path, capsys) -> N
     assert "0 built now, 2 already done" in capsys.readouterr().out and shards[0].stat().st_mtime_ns == before
     assert cli_main([*args, "--fps", "5"]) == 2
     assert "different cut" in capsys.readouterr().err
+    assert cli_main(["corpus", str(raw / "alpha.mp4"), *args[2:]]) == 2
+    assert "different inputs_sha256, videos" in capsys.readouterr().err
 
     # caption the shards as they are, then train 2 OCL steps on them
     captioner = _ved_captioner(tmp_path / "captioner")

@@ -129,8 +129,13 @@ class CorpusJob:
     def prepare(self) -> None:
         """Create ``out`` and write / check ``corpus.json`` (same inputs and options as any earlier run)."""
         self.out.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        for t in self.tasks:  # a digest, not the list: 3M paths would make a 300 MB file
+            h.update(f"{t.path}\t{t.video_id}\t{t.spans!r}\n".encode())
         desc = {
-            "videos": [t.path for t in self.tasks],
+            "videos": len(self.tasks),
+            "inputs_sha256": h.hexdigest(),
+            "first_video": self.tasks[0].path,
             "spans": any(t.spans is not None for t in self.tasks),
             "videos_per_shard": self.config.videos_per_shard,
             "clip_rule": asdict(self.config.clip_rule),
