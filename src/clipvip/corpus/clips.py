@@ -1,12 +1,13 @@
 """Subtitle cues -> sentences -> clips in a length window: the HD-VILA-100M rule.
 
-The rule (HD-VILA, Xue et al., CVPR 2022, arXiv:2111.10337, Sec. 3 and the dataset card in microsoft/XPretrain
-``hd-vila-100m/README.md``): the ASR transcript of a video is cut into complete SENTENCES, each with the time
-span of its words, and the video is cut into clips along sentence boundaries, consecutive sentences being joined
-so that a clip is long enough to show something; one clip carries its own sentence(s) as text. HD-VILA-100M has
-as many sentences as clips (100M each; 13.4 s and 32.5 words on average): a clip is one sentence, joined with the
-next ones only while it is too short. Their cutting script (``hd-vila-100m/src/
-cut_videos.py``) then copies each span out of the source with ``ffmpeg -ss START -t DUR -c copy``.
+The rule. HD-VILA (Xue et al., "Advancing High-Resolution Video-Language Representation with Large-Scale Video
+Transcriptions", CVPR 2022, arXiv:2111.10337, Sec. 3) splits each video's ASR transcript into complete sentences
+and cuts the video into clips along sentence time stamps, one clip per sentence text. The released artefacts
+confirm it (microsoft/XPretrain ``hd-vila-100m/README.md``): 100M clips and 100M sentences, 13.4 s and 32.5 words
+on average, clips given as spans of the source; their ``hd-vila-100m/src/cut_videos.py`` copies each span out with
+``ffmpeg -ss START -t DUR -c copy``. Sentences that are too short to show anything are joined with the next ones.
+The paper's exact length thresholds are not in the released code; ``--clip-seconds MIN:MAX`` (default 5:20,
+around the 13.4-s mean) and ``max_gap`` are this implementation's knobs.
 
 Here, concretely (:func:`make_clips`):
 
