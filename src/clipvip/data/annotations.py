@@ -140,20 +140,39 @@ def _msrvtt_json(path: Path, ids: Sequence[str] | None) -> list[Sample]:
 
 
 def _video_stem(name: str) -> str:
-    stem, ext = os.path.splitext(name)
-    return stem if ext.lower() in VIDEO_EXTENSIONS else name
+    """The video's id in a DiDeMo file name ``<flickr id>.<ext>``: everything before the LAST dot, whatever the
+    extension (DiDeMo also has ``.3g2`` and bare ``X.`` names); a name without a dot is its own id."""
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def _preferred_file(names: Sequence[str]) -> str:
+    """Which of a video's annotated file names ``Sample.file`` keeps: the first in sorted order that has a known
+    video extension (else the first in sorted order). Sorted, because that is the order in which a
+    ``{video_id}.*`` template picks among existing files, so ``{file}`` and ``.*`` agree when both copies exist."""
+    names = sorted(names)
+    known = [n for n in names if os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS]
+    return (known or names)[0]
 
 
 def _load_didemo(path: Path) -> list[Sample]:
-    """DiDeMo ``*_data.json``: one paragraph per video = its descriptions in file order, joined (the
-    CLIP4Clip / CLIP-ViP paragraph-to-video protocol). ``video_id`` drops the extension; ``file`` keeps it."""
+    """DiDeMo ``*_data.json``: one paragraph per video = ALL its descriptions in file order, joined (the
+    CLIP4Clip / CLIP-ViP paragraph-to-video protocol). ``video_id`` is the file name without its extension, so a
+    video listed under two containers (``X.mov`` and ``X.mp4``: 29 such pairs in val, 33 in test) is ONE sample, as in the standard split sizes (1,065 val / 1,004 test videos). ``file``: see ``_preferred_file``."""
     data = _read_json(path)
-    if not isinstance(data, list) or (data and not {"video", "description"} <= set(data[0])):
+    if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a DiDeMo list of {{video, description, times, ...}}")
     grouped: dict[str, list[str]] = {}
-    for row in data:
-        grouped.setdefault(row["video"], []).append(row["description"])
-    return [Sample(_video_stem(v), [_paragraph(d)], file=v) for v, d in grouped.items()]
+    names: dict[str, set[str]] = {}
+    for n, row in enumerate(data):
+        if not isinstance(row, dict) or not isinstance(row.get("video"), str) or "description" not in row:
+            raise AnnotationError(f"{path}: entry {n} is not a {{video: str, description: str, ...}} object")
+        if not isinstance(row["description"], str):
+            raise AnnotationError(f"{path}: entry {n} ({row['video']!r}) has a non-text description")
+        vid = _video_stem(row["video"])
+        grouped.setdefault(vid, []).append(row["description"])
+        names.setdefault(vid, set()).add(row["video"])
+    return [Sample(v, [_paragraph(d)], file=_preferred_file(sorted(names[v]))) for v, d in grouped.items()]
 
 
 def _load_activitynet(path: Path) -> list[Sample]:
@@ -233,6 +252,10 @@ def load_annotations(
         samples = _load_lsmdc(path)
     else:
         samples = _load_msvd(path, split_list)
+    seen: set[str] = set()
+    repeated = [s.video_id for s in samples if s.video_id in seen or seen.add(s.video_id)]
+    if repeated:  # only a split list can do this (parsers merge by id): two rows would share one video file
+        raise AnnotationError(f"{path}: {len(repeated)} video ids listed twice, e.g. {repeated[:5]}")
     empty = [s.video_id for s in samples if not s.texts or not all(s.texts)]
     if empty:
         raise AnnotationError(f"{path}: {len(empty)} videos with an empty text, e.g. {empty[:5]}")
@@ -244,7 +267,8 @@ def load_annotations(
 
 def video_path(sample: Sample, template: str, root: str | os.PathLike = ".") -> str:
     """Fill a template. Fields: ``root``, ``video_id``, ``file`` (the annotated file name, else the id) and
-    ``movie`` (LSMDC's movie folder: the id up to its last ``_``). A trailing ``.*`` picks any video extension."""
+    ``movie`` (LSMDC's movie folder: the id up to its last ``_``). A trailing ``.*`` picks the annotated ``file``
+    when it exists there, else the first existing file (sorted) with any video extension."""
     fields = {
         "root": os.fspath(root),
         "video_id": sample.video_id,
@@ -257,9 +281,17 @@ def video_path(sample: Sample, template: str, root: str | os.PathLike = ".") -> 
         raise ValueError(f"video path template {template!r} uses unknown field {e}; known: {sorted(fields)}") from e
     if path.endswith(".*"):
         base = path[:-2]
+        # The annotated file itself first (DiDeMo also names ``X.3g2`` and bare ``X.`` files), then any file with
+        # a known video extension, in sorted order.
+        if sample.file and _video_stem(sample.file) == os.path.basename(base):
+            annotated = os.path.join(os.path.dirname(base), sample.file)
+            if os.path.isfile(annotated):
+                return annotated
         found = sorted(p for p in glob.glob(glob.escape(base) + ".*") if Path(p).suffix.lower() in VIDEO_EXTENSIONS)
         if found:
             return found[0]
+        if os.path.isfile(base + "."):  # DiDeMo's extension-less names ("X.")
+            return base + "."
         return base + ".mp4"  # reported as missing by resolve_videos
     return path
 
