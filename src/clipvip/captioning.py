@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -326,10 +327,41 @@ class CaptionerConfig:
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def check_model_source(path: str) -> None:
+    """Fail in a moment with one clear line, before transformers does (after its own retries and a long traceback):
+    a path that is neither an existing folder nor a hub id, a folder without config.json, or a hub id that is not
+    in the local cache while the hub is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    if os.path.exists(path):
+        if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{path}: not a transformers model folder (no config.json)")
+        return
+    if not _HUB_ID.fullmatch(path) or path.endswith((".", "-")):
+        raise FileNotFoundError(
+            f"{path}: no such folder (--captioner takes a transformers model folder or a hub id such as "
+            "Salesforce/blip-image-captioning-base)"
+        )
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
+            raise FileNotFoundError(
+                f"{path}: not in the local hub cache and the hub is offline (HF_HUB_OFFLINE); download it on a "
+                "machine with internet (huggingface-cli download) or pass a local model folder"
+            )
+
+
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 class Captioner:
     """A transformers image-to-text model + its processor: batches of uint8 frames -> captions of <= 16 words."""
 
     def __init__(self, config: CaptionerConfig) -> None:
+        check_model_source(config.path)  # before importing transformers: a mistake is reported in a moment
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
         self.config = config
@@ -342,8 +374,6 @@ class Captioner:
             self.device = torch.device("cpu")
         self.dtype = _resolve_dtype(config.dtype, self.device)
         path = config.path
-        if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"{path}: not a transformers model folder (no config.json)")
         try:
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
         except ValueError as e:
