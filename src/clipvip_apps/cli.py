@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # What any error line may echo of the input: a 100 kB query or a multi-page library message is cut here.
-MAX_ERROR_CHARS = 300
+MAX_ERROR_CHARS = 400
 
 
 def one_line(message: object, limit: int = MAX_ERROR_CHARS) -> str:

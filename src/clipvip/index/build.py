@@ -191,7 +191,7 @@ def _prefetch(jobs: list[_FileJob], fn: Any, workers: int) -> Iterator[tuple[_Fi
 
 def _damage(e: IndexDamagedError) -> str:
     """What is damaged, without the "rerun clipvip index" advice meant for search and serve."""
-    return str(e).removesuffix(f"; {REBUILD}")
+    return str(e).replace(f"; {REBUILD}", "")
 
 
 def _read_pair(parquet: Path, npy: Path, dim: int) -> tuple[pd.DataFrame, np.ndarray]:

@@ -60,8 +60,8 @@ def read_index_file(path: Path, reader: Callable[[Path], T]) -> T:
     try:
         return reader(path)
     except (OSError, ValueError, RuntimeError, EOFError) as e:
-        msg = " ".join(str(e).split())[:200]
-        raise IndexDamagedError(f"{path}: damaged index file ({type(e).__name__}: {msg}); {REBUILD}") from e
+        msg = " ".join(str(e).split())[:120]
+        raise IndexDamagedError(f"{path}: damaged index file; {REBUILD} ({type(e).__name__}: {msg})") from e
 
 
 def read_meta(root: str | Path) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def read_meta(root: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexDamagedError(f"{p}: damaged index metadata ({e}); {REBUILD}") from e
+        raise IndexDamagedError(f"{p}: damaged index metadata; {REBUILD} ({e})") from e
     if not isinstance(meta, dict):
         raise IndexDamagedError(f"{p}: damaged index metadata (not a JSON object); {REBUILD}")
     if meta.get("format") != FORMAT_VERSION:
