@@ -56,6 +56,21 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _texts(value: object, where: str) -> list[str]:
+    """A text or a list of texts, as found in the file; anything else (null, a number, a nested object) is an
+    ``AnnotationError`` naming ``where`` rather than a caption like "None" or one made of single characters."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(t, str) for t in items):
+        raise AnnotationError(f"{where}: expected a text or a list of texts, got {json.dumps(value)[:80]}")
+    return items
+
+
+def _video_id(value: object, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise AnnotationError(f"{where}: expected a video id (text or integer), got {json.dumps(value)[:80]}")
+    return str(value).strip()
+
+
 def _paragraph(sentences: Iterable[str]) -> str:
     return _clean(" ".join(s for s in (_clean(x) for x in sentences) if s))
 
@@ -99,8 +114,8 @@ def _load_jsonl(path: Path) -> list[Sample]:
     for n, row in rows:
         if not isinstance(row, dict) or "clip_id" not in row or "text" not in row:
             raise AnnotationError(f"{path}:{n}: expected an object with 'clip_id' and 'text'")
-        texts = row["text"] if isinstance(row["text"], list) else [row["text"]]
-        pairs.extend((str(row["clip_id"]), _clean(t)) for t in texts)
+        vid = _video_id(row["clip_id"], f"{path}:{n}: clip_id")
+        pairs.extend((vid, _clean(t)) for t in _texts(row["text"], f"{path}:{n}: text"))
     return _merge(pairs)
 
 
@@ -115,8 +130,11 @@ def _load_msrvtt(path: Path, captions: str | os.PathLike | None) -> list[Sample]
         rows = list(reader)
     if "video_id" not in fields:
         raise AnnotationError(f"{path}: MSR-VTT csv needs a 'video_id' column, found {fields}")
+    for n, r in enumerate(rows, 2):
+        if None in r.values():  # csv.DictReader fills a short row's missing columns with None
+            raise AnnotationError(f"{path}:{n}: expected {len(fields)} columns {fields}, got a shorter row")
     if "sentence" in fields:
-        return _merge((r["video_id"], _clean(r["sentence"])) for r in rows)
+        return _merge((_video_id(r["video_id"], f"{path}:{n}"), _clean(r["sentence"])) for n, r in enumerate(rows, 2))
     if captions is None:
         raise AnnotationError(
             f"{path}: a split id list has no captions: pass captions='MSRVTT_data.json' to load_annotations"
@@ -127,11 +145,14 @@ def _load_msrvtt(path: Path, captions: str | os.PathLike | None) -> list[Sample]
 
 def _msrvtt_json(path: Path, ids: Sequence[str] | None) -> list[Sample]:
     data = _read_json(path)
-    if not isinstance(data, dict) or "sentences" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
         raise AnnotationError(f"{path}: expected MSRVTT_data.json with a 'sentences' list")
     by_id: dict[str, list[str]] = {}
-    for s in data["sentences"]:
-        by_id.setdefault(str(s["video_id"]), []).append(_clean(s["caption"]))
+    for n, s in enumerate(data["sentences"]):
+        if not isinstance(s, dict) or "video_id" not in s or "caption" not in s:
+            raise AnnotationError(f"{path}: sentences[{n}] is not a {{video_id, caption}} object")
+        vid = _video_id(s["video_id"], f"{path}: sentences[{n}].video_id")
+        by_id.setdefault(vid, []).extend(_clean(t) for t in _texts(s["caption"], f"{path}: sentences[{n}].caption"))
     order = ids if ids is not None else list(by_id)
     missing = [v for v in order if v not in by_id]
     if missing:
@@ -185,7 +206,10 @@ def _load_activitynet(path: Path) -> list[Sample]:
     for vid, entry in data.items():
         if not isinstance(entry, dict) or "sentences" not in entry:
             raise AnnotationError(f"{path}: entry {vid!r} has no 'sentences'")
-        out.append(Sample(vid, [_paragraph(entry["sentences"])]))
+        sentences = entry["sentences"]
+        if not isinstance(sentences, list):
+            raise AnnotationError(f"{path}: entry {vid!r}: 'sentences' is not a list")
+        out.append(Sample(vid, [_paragraph(_texts(sentences, f"{path}: entry {vid!r}: sentences"))]))
     return out
 
 
@@ -217,7 +241,7 @@ def _load_msvd(path: Path, split_list: str | os.PathLike | None) -> list[Sample]
         missing = [v for v in ids if v not in data]
         if missing:
             raise AnnotationError(f"{split_list}: {len(missing)} ids not in {path}, e.g. {missing[:5]}")
-    return [Sample(v, [_clean(c) for c in data[v]]) for v in ids]
+    return [Sample(v, [_clean(c) for c in _texts(data[v], f"{path}: {v!r}")]) for v in ids]
 
 
 def load_annotations(
