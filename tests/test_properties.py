@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clipvip.captioning import ManifestOptions, iter_manifest
-from clipvip.data import load_annotations
+from clipvip.data import Sample, load_annotations
+from clipvip.data.annotations import video_path
 from clipvip.data.datasets import load_captions
 from clipvip.eval.metrics import retrieval_ranks
 from clipvip.text import EOT_ID, SOT_ID, get_tokenizer
@@ -128,15 +129,24 @@ def test_msvd_and_activitynet_follow_the_split_and_join_paragraphs(data, data_) 
 
 # --------------------------------------------------------------------------------------------- manifest readers
 
+# Path templates as users type them, good and bad: str.format fields, positional and attribute fields, lone braces.
+templates = st.lists(
+    st.sampled_from(
+        ["{root}", "{clip_id}", "{video_id}", "{file}", "{0}", "{}", "{root.x}", "{", "}", "/", ".mp4", "x"]
+    )
+    | any_text,
+    max_size=5,
+).map("".join)
+
 
 @SWEEP
-@given(lines=st.lists(json_values.map(json.dumps) | any_text, max_size=6), template=st.none() | any_text)
+@given(lines=st.lists(json_values.map(json.dumps) | any_text, max_size=6), template=st.none() | templates)
 def test_any_manifest_yields_clips_or_one_error(lines, template) -> None:
     path = _write(".jsonl", "\n".join(lines) + "\n")
     try:
         got = list(iter_manifest(path, ManifestOptions(video_template=template)))
     except ValueError as e:
-        assert str(path) in str(e) or isinstance(e, UnicodeDecodeError), e
+        assert str(path) in str(e) or repr(template) in str(e) or isinstance(e, UnicodeDecodeError), e
     else:
         assert all(isinstance(c, str) and c and isinstance(v, str) for c, v in got)
     try:
@@ -145,6 +155,17 @@ def test_any_manifest_yields_clips_or_one_error(lines, template) -> None:
         assert str(path) in str(e) or isinstance(e, UnicodeDecodeError), e
     else:
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in caps.items())
+
+
+@SWEEP
+@given(template=templates, vid=ids)
+def test_any_video_path_template_gives_a_path_or_one_error(template, vid) -> None:
+    try:
+        got = video_path(Sample(vid, ["t"], file=f"{vid}.mp4"), template, "/root")
+    except ValueError as e:
+        assert repr(template) in str(e)
+    else:
+        assert isinstance(got, str)
 
 
 @SWEEP

@@ -104,6 +104,8 @@ def iter_manifest(path: str | Path, options: ManifestOptions = ManifestOptions()
                 video = options.video_template.format(root=root, **row)
             except KeyError as e:
                 raise ValueError(f"{path}: row {n}: the video template needs field {e}") from None
+            except (IndexError, AttributeError, ValueError) as e:  # "{0}", "{a.b}", "{": not a usable template
+                raise ValueError(f"--video-template {options.video_template!r}: {e}") from None
             yield clip_id, video  # the template places {root} itself
             continue
         if options.video_key and row.get(options.video_key) in (None, ""):

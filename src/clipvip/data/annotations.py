@@ -303,6 +303,8 @@ def video_path(sample: Sample, template: str, root: str | os.PathLike = ".") -> 
         path = template.format(**fields)
     except KeyError as e:
         raise ValueError(f"video path template {template!r} uses unknown field {e}; known: {sorted(fields)}") from e
+    except (IndexError, AttributeError, ValueError) as e:  # "{0}", "{root.x}", "{": not a usable template
+        raise ValueError(f"video path template {template!r}: {e}; fields are {sorted(fields)}") from None
     if path.endswith(".*"):
         base = path[:-2]
         # The annotated file itself first (DiDeMo also names ``X.3g2`` and bare ``X.`` files), then any file with
