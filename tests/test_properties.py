@@ -217,6 +217,23 @@ def test_set_never_fails_on_a_value(raw) -> None:
     assert parse_override(f"k={raw}=x")[0] == "k"  # split at the first '='
 
 
+def test_set_examples() -> None:
+    cases = {
+        "{root}/{video_id}.mp4": "{root}/{video_id}.mp4",
+        "shards/{00000..00099}.tar": "shards/{00000..00099}.tar",
+        "{a,b}": "{a,b}",
+        "{a: 1}": {"a": 1},
+        "{}": {},
+        "a: b": "a: b",
+        "12:30": "12:30",
+        "[0.9, 0.98]": [0.9, 0.98],
+        "'quoted: yes'": "quoted: yes",
+        "runs/x # not a comment": "runs/x # not a comment",
+        "": "",
+    }
+    assert {raw: parse_value(raw) for raw in cases} == cases
+
+
 def test_set_rejects_what_has_no_key() -> None:
     for bad in ("novalue", "=3", "a..b=1", ".a=1"):
         with pytest.raises(ValueError, match="--set"):

@@ -22,8 +22,10 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,7 +337,8 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?"
 def check_model_source(path: str) -> None:
     """Fail in a moment with one clear line, before transformers does (after its own retries and a long traceback):
     a path that is neither an existing folder nor a hub id, a folder without config.json, or a hub id that is not
-    in the local cache while the hub is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    in the local cache while the hub is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) or its host name does
+    not resolve (no network)."""
     if os.path.exists(path):
         if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path}: not a transformers model folder (no config.json)")
@@ -345,15 +348,24 @@ def check_model_source(path: str) -> None:
             f"{path}: no such folder (--captioner takes a transformers model folder or a hub id such as "
             "Salesforce/blip-image-captioning-base)"
         )
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return
     offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
     if offline:
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
-            raise FileNotFoundError(
-                f"{path}: not in the local hub cache and the hub is offline (HF_HUB_OFFLINE); download it on a "
-                "machine with internet (huggingface-cli download) or pass a local model folder"
-            )
+        raise FileNotFoundError(
+            f"{path}: not in the local hub cache and the hub is offline (HF_HUB_OFFLINE); download it on a "
+            "machine with internet (huggingface-cli download) or pass a local model folder"
+        )
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:  # a name lookup answers at once where the hub's HTTP client would retry for half a minute
+        socket.getaddrinfo(host, 443)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"{path}: not in the local hub cache and {host} cannot be reached ({e}); connect to the internet, "
+            "or pass a local model folder"
+        ) from None
 
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")

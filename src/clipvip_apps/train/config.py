@@ -126,14 +126,15 @@ class TrainConfig:
         tmp.replace(p)
 
 
-# ``{root}``, ``{video_id}``, ``{}``: str.format fields of a path template (YAML would read ``{root}`` as a set).
-_TEMPLATE_FIELD = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}|\{\}")
+# ``{root}``, ``{video_id}``: str.format fields of a path template (YAML would read ``{root}`` as a set).
+_TEMPLATE_FIELD = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 def parse_value(raw: str) -> Any:
     """One ``--set`` value: YAML when it reads unambiguously as YAML (1e-5, true, null, [0.9, 0.98], {a: 1}), else
-    the text itself. Kept as text: path templates with ``{field}``, anything YAML cannot parse, a bare ``a: b``
-    (a mapping must be written in braces) and ``12:30`` (YAML 1.1 would read a base-60 number)."""
+    the text itself. Kept as text: path templates with ``{field}``, brace expressions (``{a,b}``, ``{000..099}``),
+    anything YAML cannot parse, a bare ``a: b`` (a mapping must be written in braces) and ``12:30`` (YAML 1.1 would
+    read a base-60 number)."""
     text = raw.strip()
     if not text:
         return ""
@@ -143,8 +144,8 @@ def parse_value(raw: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, dict) and not text.startswith("{"):
-        return text
+    if isinstance(value, dict) and (not text.startswith("{") or (value and all(v is None for v in value.values()))):
+        return text  # "a: b", or a brace expression such as {00000..00099} (YAML's set syntax)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and ":" in text:
         return text
     if isinstance(value, str):
