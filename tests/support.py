@@ -63,3 +63,18 @@ def serve_in_thread(app: Any, startup_timeout: float = 30) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def write_block_videos(folder: Any, frame_counts: Sequence[int], scale: int = 8, seed: int = 0) -> list[Any]:
+    """Small random-colour-block videos ``v0.mp4, v1.mp4, ...`` (4x4 blocks upscaled ``scale`` times, 8 fps): cheap
+    inputs whose embeddings differ, for index/search/web tests."""
+    import numpy as np
+
+    from clipvip.video import write_video
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, frames in enumerate(frame_counts):
+        x = np.repeat(rng.integers(0, 256, (frames, 4, 4, 3), dtype=np.uint8), scale, axis=1).repeat(scale, axis=2)
+        out.append(write_video(folder / f"v{i}.mp4", x, fps=8))
+    return out

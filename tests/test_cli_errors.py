@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import write_block_videos
 
 import clipvip
 from clipvip.index import AnnConfig, IndexConfig, VideoIndex, build_index
-from clipvip.video import write_video
 from clipvip_apps.cli import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -40,10 +40,7 @@ def world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("errors")
     torch.manual_seed(0)
     clipvip.CLIPViP(clipvip.tiny_config()).save_pretrained(root / "model")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        x = np.repeat(rng.integers(0, 256, (8, 4, 4, 3), dtype=np.uint8), 8, axis=1).repeat(8, axis=2)
-        write_video(root / "videos" / f"v{i}.mp4", x, fps=8)
+    write_block_videos(root / "videos", [8, 8, 8])
     cfg = IndexConfig(ann=AnnConfig(exact_max=1, tune_queries=3, tune_k=1))
     build_index(root / "videos", root / "idx", clipvip.load(root / "model"), root / "model", cfg, progress=False)
     assert (root / "idx" / "ann-1.faiss").is_file()
