@@ -179,7 +179,8 @@ def _preferred_file(names: Sequence[str]) -> str:
 def _load_didemo(path: Path) -> list[Sample]:
     """DiDeMo ``*_data.json``: one paragraph per video = ALL its descriptions in file order, joined (the
     CLIP4Clip / CLIP-ViP paragraph-to-video protocol). ``video_id`` is the file name without its extension, so a
-    video listed under two containers (``X.mov`` and ``X.mp4``: 29 such pairs in val, 33 in test) is ONE sample, as in the standard split sizes (1,065 val / 1,004 test videos). ``file``: see ``_preferred_file``."""
+    video listed under two containers (``X.mov`` and ``X.mp4``: 29 such pairs in val, 33 in test) is ONE sample,
+    as in the standard split sizes (1,065 val / 1,004 test videos). ``file``: see ``_preferred_file``."""
     data = _read_json(path)
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a DiDeMo list of {{video, description, times, ...}}")
@@ -193,7 +194,7 @@ def _load_didemo(path: Path) -> list[Sample]:
         vid = _video_stem(row["video"])
         grouped.setdefault(vid, []).append(row["description"])
         names.setdefault(vid, set()).add(row["video"])
-    return [Sample(v, [_paragraph(d)], file=_preferred_file(sorted(names[v]))) for v, d in grouped.items()]
+    return [Sample(v, [_paragraph(d)], file=_preferred_file(list(names[v]))) for v, d in grouped.items()]
 
 
 def _load_activitynet(path: Path) -> list[Sample]:

@@ -31,7 +31,6 @@ from clipvip.weights.fingerprint import model_fingerprint as _fingerprint
 
 FORMAT_VERSION = 1
 META_NAME = "index.json"
-T = TypeVar("T")
 COLUMNS = ["path", "size", "mtime_ns", "duration", "start", "end", "thumb"]
 
 
@@ -50,6 +49,7 @@ def model_fingerprint(model: Any) -> str:
 
 
 REBUILD = "rerun `clipvip index` with the same --out to rebuild it"
+T = TypeVar("T")
 
 
 def read_index_file(path: Path, reader: Callable[[Path], T]) -> T:
