@@ -73,3 +73,18 @@ def assert_all_close(got: dict, ref: dict, rtol: float, atol: float, what: str =
     assert got.keys() == ref.keys(), f"{what}: keys differ: {sorted(set(got) ^ set(ref))}"
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], rtol=rtol, atol=atol, msg=lambda m, n=name: f"{what} {n}: {m}")
+
+
+def write_block_videos(folder: Any, frame_counts: Sequence[int], scale: int = 8, seed: int = 0) -> list[Any]:
+    """Small random-colour-block videos ``v0.mp4, v1.mp4, ...`` (4x4 blocks upscaled ``scale`` times, 8 fps): cheap
+    inputs whose embeddings differ, for index/search/web tests."""
+    import numpy as np
+
+    from clipvip.video import write_video
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, frames in enumerate(frame_counts):
+        x = np.repeat(rng.integers(0, 256, (frames, 4, 4, 3), dtype=np.uint8), scale, axis=1).repeat(scale, axis=2)
+        out.append(write_video(folder / f"v{i}.mp4", x, fps=8))
+    return out

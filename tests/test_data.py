@@ -42,13 +42,60 @@ def _frames(n: int, seed: int, size: int = 32) -> np.ndarray:
 def test_didemo_paragraphs() -> None:
     raw = json.loads((ANN / "DiDeMo_val_data.json").read_text())
     samples = load_annotations(ANN / "DiDeMo_val_data.json", "didemo")
-    assert len(samples) == len({r["video"] for r in raw})
+    assert len({r["video"] for r in raw}) == 1094  # file names, some videos under two containers
+    assert len(samples) == len({s.video_id for s in samples}) == 1065  # the standard DiDeMo val size
     assert all(len(s.texts) == 1 for s in samples)
     first = samples[0]
     descs = [r["description"] for r in raw if r["video"] == first.file]
     assert first.texts[0] == " ".join(" ".join(d.split()) for d in descs)
     assert first.file.endswith(".mov") and first.video_id == first.file[: -len(".mov")]
+    # every description is in exactly one paragraph: nothing lost, nothing repeated
     assert sum(len(s.texts[0].split()) for s in samples) == sum(len(r["description"].split()) for r in raw)
+    by_id = {s.video_id: s for s in samples}
+    for r in raw:
+        assert by_id[r["video"].rsplit(".", 1)[0]].file.rsplit(".", 1)[0] == r["video"].rsplit(".", 1)[0]
+    # a video under two containers: all its descriptions (of both names, file order), one deterministic file
+    two = by_id["33234611@N00_3567949618_0bee41c6f7"]
+    names = {"33234611@N00_3567949618_0bee41c6f7.mov", "33234611@N00_3567949618_0bee41c6f7.mp4"}
+    assert two.texts[0] == " ".join(" ".join(r["description"].split()) for r in raw if r["video"] in names)
+    assert two.file == "33234611@N00_3567949618_0bee41c6f7.mov"  # sorted first with a video extension
+
+
+def test_didemo_one_sample_per_video(tmp_path: Path) -> None:
+    rows = [
+        {"video": "a_1.mp4", "description": "first of a"},
+        {"video": "b_2.avi", "description": "only b"},
+        {"video": "a_1.mov", "description": "second  of a"},
+        {"video": "c_3.", "description": "bare dot"},
+        {"video": "c_3.mp4", "description": "c again"},
+        {"video": "d_4.3g2", "description": "odd container"},
+        {"video": "a_1.mp4", "description": "third of a"},
+    ]
+    (tmp_path / "d.json").write_text(json.dumps([{**r, "times": [[0, 0]]} for r in rows]))
+    s = load_annotations(tmp_path / "d.json", "didemo")
+    assert [(x.video_id, x.texts, x.file) for x in s] == [
+        ("a_1", ["first of a second of a third of a"], "a_1.mov"),
+        ("b_2", ["only b"], "b_2.avi"),
+        ("c_3", ["bare dot c again"], "c_3.mp4"),  # ".": no known extension, so the .mp4 copy
+        ("d_4", ["odd container"], "d_4.3g2"),
+    ]
+    # "{root}/{video_id}.*" takes the annotated file when present, else any video extension (sorted)
+    for name in ("a_1.mp4", "d_4.3g2", "c_3."):
+        (tmp_path / name).write_bytes(b"x")
+    res = resolve_videos(s, tmp_path, fmt="didemo")
+    assert [Path(p).name for p in res.paths] == ["a_1.mp4", "c_3.", "d_4.3g2"] and res.missing[0][0] == "b_2"
+    (tmp_path / "a_1.mov").write_bytes(b"x")
+    assert Path(resolve_videos(s[:1], tmp_path, fmt="didemo").paths[0]).name == "a_1.mov"
+    (tmp_path / "bad.json").write_text(json.dumps([{"video": 3, "description": "x"}]))
+    with pytest.raises(AnnotationError, match=r"bad.json: entry 0"):
+        load_annotations(tmp_path / "bad.json", "didemo")
+
+
+def test_split_list_with_a_repeated_id_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "caps.json").write_text(json.dumps({"v1": ["a"], "v2": ["b"]}))
+    (tmp_path / "list.txt").write_text("v1\nv2\nv1\n")
+    with pytest.raises(AnnotationError, match="listed twice"):
+        load_annotations(tmp_path / "caps.json", "msvd", split_list=tmp_path / "list.txt")
 
 
 @needs_fixtures

@@ -20,9 +20,12 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tarfile
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +106,8 @@ def iter_manifest(path: str | Path, options: ManifestOptions = ManifestOptions()
                 video = options.video_template.format(root=root, **row)
             except KeyError as e:
                 raise ValueError(f"{path}: row {n}: the video template needs field {e}") from None
+            except (IndexError, AttributeError, ValueError) as e:  # "{0}", "{a.b}", "{": not a usable template
+                raise ValueError(f"--video-template {options.video_template!r}: {e}") from None
             yield clip_id, video  # the template places {root} itself
             continue
         if options.video_key and row.get(options.video_key) in (None, ""):
@@ -326,10 +331,51 @@ class CaptionerConfig:
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def check_model_source(path: str) -> None:
+    """Fail in a moment with one clear line, before transformers does (after its own retries and a long traceback):
+    a path that is neither an existing folder nor a hub id, a folder without config.json, or a hub id that is not
+    in the local cache while the hub is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) or its host name does
+    not resolve (no network)."""
+    if os.path.exists(path):
+        if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{path}: not a transformers model folder (no config.json)")
+        return
+    if not _HUB_ID.fullmatch(path) or path.endswith((".", "-")):
+        raise FileNotFoundError(
+            f"{path}: no such folder (--captioner takes a transformers model folder or a hub id such as "
+            "Salesforce/blip-image-captioning-base)"
+        )
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
+    if offline:
+        raise FileNotFoundError(
+            f"{path}: not in the local hub cache and the hub is offline (HF_HUB_OFFLINE); download it on a "
+            "machine with internet (huggingface-cli download) or pass a local model folder"
+        )
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:  # a name lookup answers at once where the hub's HTTP client would retry for half a minute
+        socket.getaddrinfo(host, 443)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"{path}: not in the local hub cache and {host} cannot be reached ({e}); connect to the internet, "
+            "or pass a local model folder"
+        ) from None
+
+
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 class Captioner:
     """A transformers image-to-text model + its processor: batches of uint8 frames -> captions of <= 16 words."""
 
     def __init__(self, config: CaptionerConfig) -> None:
+        check_model_source(config.path)  # before importing transformers: a mistake is reported in a moment
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
         self.config = config
@@ -342,8 +388,6 @@ class Captioner:
             self.device = torch.device("cpu")
         self.dtype = _resolve_dtype(config.dtype, self.device)
         path = config.path
-        if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"{path}: not a transformers model folder (no config.json)")
         try:
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
         except ValueError as e:

@@ -108,7 +108,12 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        text = "".join(self.decoder[int(i)] for i in ids if int(i) not in (0, SOT_ID, EOT_ID))
+        """Text of ``encode`` ids or of a padded ``__call__`` row (read up to its EOT). Id 0 is the token "!", so
+        padding is recognised by its position after EOT, never by its value."""
+        ids = [int(i) for i in ids]
+        if EOT_ID in ids:
+            ids = ids[: ids.index(EOT_ID)]
+        text = "".join(self.decoder[i] for i in ids if i != SOT_ID)
         raw = bytearray(self.byte_decoder[c] for c in text)
         return raw.decode("utf-8", errors="replace").replace("</w>", " ").strip()
 

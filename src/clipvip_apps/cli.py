@@ -1,15 +1,20 @@
 """``clipvip`` command line. Each sub-command lives in ``clipvip_apps/commands/<name>.py`` and exposes
-``register(subparsers)``; its handler is set with ``parser.set_defaults(func=...)`` and returns an exit code."""
+``register(subparsers)``; its handler is set with ``parser.set_defaults(func=...)`` and returns an exit code. A
+resumable command also sets ``on_interrupt`` (what to tell the user after Ctrl-C). Errors are turned into one line
+here, in ``main``, not in every command."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
 import clipvip_apps.commands as commands_pkg
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,15 +29,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What any error line may echo of the input: a 100 kB query or a multi-page library message is cut here.
+MAX_ERROR_CHARS = 400
+
+
+def one_line(message: object, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error message as one line of at most ``limit`` characters (newlines collapsed, the tail cut)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_model_arg(args: argparse.Namespace) -> None:
+    """``--model`` naming a video or an image is a common slip (argument order); say so before any loader tries
+    to unpickle it and answers with its own multi-line text."""
+    from clipvip.video.read import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    model = getattr(args, "model", None)
+    if isinstance(model, str) and os.path.isfile(model):
+        suffix = os.path.splitext(model)[1].lower()
+        if suffix in VIDEO_EXTENSIONS or suffix in IMAGE_EXTENSIONS:
+            raise ValueError(
+                f"--model {model}: a {'video' if suffix in VIDEO_EXTENSIONS else 'image'} file, not a checkpoint; "
+                "pass a clipvip model folder or a CLIP / CLIP-ViP weights file"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. User errors (missing or unreadable files, bad values, files in the way) print ONE line
+    ``clipvip COMMAND: error: ...`` and exit 2; Ctrl-C prints one line and exits 130 (what a shell reports for
+    SIGINT); ``-v`` adds the traceback to the log."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        _check_model_arg(args)
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
-        print(f"clipvip {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        hint = getattr(args, "on_interrupt", None)
+        print(f"clipvip {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as e:  # user errors (OSError: files in the way, unreadable, offline hub...)
+        log.debug("traceback", exc_info=True)
+        print(f"clipvip {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -56,6 +56,21 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _texts(value: object, where: str) -> list[str]:
+    """A text or a list of texts, as found in the file; anything else (null, a number, a nested object) is an
+    ``AnnotationError`` naming ``where`` rather than a caption like "None" or one made of single characters."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(t, str) for t in items):
+        raise AnnotationError(f"{where}: expected a text or a list of texts, got {json.dumps(value)[:80]}")
+    return items
+
+
+def _video_id(value: object, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise AnnotationError(f"{where}: expected a video id (text or integer), got {json.dumps(value)[:80]}")
+    return str(value).strip()
+
+
 def _paragraph(sentences: Iterable[str]) -> str:
     return _clean(" ".join(s for s in (_clean(x) for x in sentences) if s))
 
@@ -99,8 +114,8 @@ def _load_jsonl(path: Path) -> list[Sample]:
     for n, row in rows:
         if not isinstance(row, dict) or "clip_id" not in row or "text" not in row:
             raise AnnotationError(f"{path}:{n}: expected an object with 'clip_id' and 'text'")
-        texts = row["text"] if isinstance(row["text"], list) else [row["text"]]
-        pairs.extend((str(row["clip_id"]), _clean(t)) for t in texts)
+        vid = _video_id(row["clip_id"], f"{path}:{n}: clip_id")
+        pairs.extend((vid, _clean(t)) for t in _texts(row["text"], f"{path}:{n}: text"))
     return _merge(pairs)
 
 
@@ -115,8 +130,11 @@ def _load_msrvtt(path: Path, captions: str | os.PathLike | None) -> list[Sample]
         rows = list(reader)
     if "video_id" not in fields:
         raise AnnotationError(f"{path}: MSR-VTT csv needs a 'video_id' column, found {fields}")
+    for n, r in enumerate(rows, 2):
+        if None in r.values():  # csv.DictReader fills a short row's missing columns with None
+            raise AnnotationError(f"{path}:{n}: expected {len(fields)} columns {fields}, got a shorter row")
     if "sentence" in fields:
-        return _merge((r["video_id"], _clean(r["sentence"])) for r in rows)
+        return _merge((_video_id(r["video_id"], f"{path}:{n}"), _clean(r["sentence"])) for n, r in enumerate(rows, 2))
     if captions is None:
         raise AnnotationError(
             f"{path}: a split id list has no captions: pass captions='MSRVTT_data.json' to load_annotations"
@@ -127,11 +145,14 @@ def _load_msrvtt(path: Path, captions: str | os.PathLike | None) -> list[Sample]
 
 def _msrvtt_json(path: Path, ids: Sequence[str] | None) -> list[Sample]:
     data = _read_json(path)
-    if not isinstance(data, dict) or "sentences" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
         raise AnnotationError(f"{path}: expected MSRVTT_data.json with a 'sentences' list")
     by_id: dict[str, list[str]] = {}
-    for s in data["sentences"]:
-        by_id.setdefault(str(s["video_id"]), []).append(_clean(s["caption"]))
+    for n, s in enumerate(data["sentences"]):
+        if not isinstance(s, dict) or "video_id" not in s or "caption" not in s:
+            raise AnnotationError(f"{path}: sentences[{n}] is not a {{video_id, caption}} object")
+        vid = _video_id(s["video_id"], f"{path}: sentences[{n}].video_id")
+        by_id.setdefault(vid, []).extend(_clean(t) for t in _texts(s["caption"], f"{path}: sentences[{n}].caption"))
     order = ids if ids is not None else list(by_id)
     missing = [v for v in order if v not in by_id]
     if missing:
@@ -140,20 +161,40 @@ def _msrvtt_json(path: Path, ids: Sequence[str] | None) -> list[Sample]:
 
 
 def _video_stem(name: str) -> str:
-    stem, ext = os.path.splitext(name)
-    return stem if ext.lower() in VIDEO_EXTENSIONS else name
+    """The video's id in a DiDeMo file name ``<flickr id>.<ext>``: everything before the LAST dot, whatever the
+    extension (DiDeMo also has ``.3g2`` and bare ``X.`` names); a name without a dot is its own id."""
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def _preferred_file(names: Sequence[str]) -> str:
+    """Which of a video's annotated file names ``Sample.file`` keeps: the first in sorted order that has a known
+    video extension (else the first in sorted order). Sorted, because that is the order in which a
+    ``{video_id}.*`` template picks among existing files, so ``{file}`` and ``.*`` agree when both copies exist."""
+    names = sorted(names)
+    known = [n for n in names if os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS]
+    return (known or names)[0]
 
 
 def _load_didemo(path: Path) -> list[Sample]:
-    """DiDeMo ``*_data.json``: one paragraph per video = its descriptions in file order, joined (the
-    CLIP4Clip / CLIP-ViP paragraph-to-video protocol). ``video_id`` drops the extension; ``file`` keeps it."""
+    """DiDeMo ``*_data.json``: one paragraph per video = ALL its descriptions in file order, joined (the
+    CLIP4Clip / CLIP-ViP paragraph-to-video protocol). ``video_id`` is the file name without its extension, so a
+    video listed under two containers (``X.mov`` and ``X.mp4``: 29 such pairs in val, 33 in test) is ONE sample,
+    as in the standard split sizes (1,065 val / 1,004 test videos). ``file``: see ``_preferred_file``."""
     data = _read_json(path)
-    if not isinstance(data, list) or (data and not {"video", "description"} <= set(data[0])):
+    if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a DiDeMo list of {{video, description, times, ...}}")
     grouped: dict[str, list[str]] = {}
-    for row in data:
-        grouped.setdefault(row["video"], []).append(row["description"])
-    return [Sample(_video_stem(v), [_paragraph(d)], file=v) for v, d in grouped.items()]
+    names: dict[str, set[str]] = {}
+    for n, row in enumerate(data):
+        if not isinstance(row, dict) or not isinstance(row.get("video"), str) or "description" not in row:
+            raise AnnotationError(f"{path}: entry {n} is not a {{video: str, description: str, ...}} object")
+        if not isinstance(row["description"], str):
+            raise AnnotationError(f"{path}: entry {n} ({row['video']!r}) has a non-text description")
+        vid = _video_stem(row["video"])
+        grouped.setdefault(vid, []).append(row["description"])
+        names.setdefault(vid, set()).add(row["video"])
+    return [Sample(v, [_paragraph(d)], file=_preferred_file(list(names[v]))) for v, d in grouped.items()]
 
 
 def _load_activitynet(path: Path) -> list[Sample]:
@@ -166,7 +207,10 @@ def _load_activitynet(path: Path) -> list[Sample]:
     for vid, entry in data.items():
         if not isinstance(entry, dict) or "sentences" not in entry:
             raise AnnotationError(f"{path}: entry {vid!r} has no 'sentences'")
-        out.append(Sample(vid, [_paragraph(entry["sentences"])]))
+        sentences = entry["sentences"]
+        if not isinstance(sentences, list):
+            raise AnnotationError(f"{path}: entry {vid!r}: 'sentences' is not a list")
+        out.append(Sample(vid, [_paragraph(_texts(sentences, f"{path}: entry {vid!r}: sentences"))]))
     return out
 
 
@@ -198,7 +242,7 @@ def _load_msvd(path: Path, split_list: str | os.PathLike | None) -> list[Sample]
         missing = [v for v in ids if v not in data]
         if missing:
             raise AnnotationError(f"{split_list}: {len(missing)} ids not in {path}, e.g. {missing[:5]}")
-    return [Sample(v, [_clean(c) for c in data[v]]) for v in ids]
+    return [Sample(v, [_clean(c) for c in _texts(data[v], f"{path}: {v!r}")]) for v in ids]
 
 
 def load_annotations(
@@ -233,6 +277,10 @@ def load_annotations(
         samples = _load_lsmdc(path)
     else:
         samples = _load_msvd(path, split_list)
+    seen: set[str] = set()
+    repeated = [s.video_id for s in samples if s.video_id in seen or seen.add(s.video_id)]
+    if repeated:  # only a split list can do this (parsers merge by id): two rows would share one video file
+        raise AnnotationError(f"{path}: {len(repeated)} video ids listed twice, e.g. {repeated[:5]}")
     empty = [s.video_id for s in samples if not s.texts or not all(s.texts)]
     if empty:
         raise AnnotationError(f"{path}: {len(empty)} videos with an empty text, e.g. {empty[:5]}")
@@ -244,7 +292,8 @@ def load_annotations(
 
 def video_path(sample: Sample, template: str, root: str | os.PathLike = ".") -> str:
     """Fill a template. Fields: ``root``, ``video_id``, ``file`` (the annotated file name, else the id) and
-    ``movie`` (LSMDC's movie folder: the id up to its last ``_``). A trailing ``.*`` picks any video extension."""
+    ``movie`` (LSMDC's movie folder: the id up to its last ``_``). A trailing ``.*`` picks the annotated ``file``
+    when it exists there, else the first existing file (sorted) with any video extension."""
     fields = {
         "root": os.fspath(root),
         "video_id": sample.video_id,
@@ -255,11 +304,21 @@ def video_path(sample: Sample, template: str, root: str | os.PathLike = ".") -> 
         path = template.format(**fields)
     except KeyError as e:
         raise ValueError(f"video path template {template!r} uses unknown field {e}; known: {sorted(fields)}") from e
+    except (IndexError, AttributeError, ValueError) as e:  # "{0}", "{root.x}", "{": not a usable template
+        raise ValueError(f"video path template {template!r}: {e}; fields are {sorted(fields)}") from None
     if path.endswith(".*"):
         base = path[:-2]
+        # The annotated file itself first (DiDeMo also names ``X.3g2`` and bare ``X.`` files), then any file with
+        # a known video extension, in sorted order.
+        if sample.file and _video_stem(sample.file) == os.path.basename(base):
+            annotated = os.path.join(os.path.dirname(base), sample.file)
+            if os.path.isfile(annotated):
+                return annotated
         found = sorted(p for p in glob.glob(glob.escape(base) + ".*") if Path(p).suffix.lower() in VIDEO_EXTENSIONS)
         if found:
             return found[0]
+        if os.path.isfile(base + "."):  # DiDeMo's extension-less names ("X.")
+            return base + "."
         return base + ".mp4"  # reported as missing by resolve_videos
     return path
 

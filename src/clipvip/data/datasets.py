@@ -284,9 +284,9 @@ def manifest_video_path(row: dict[str, Any], clip_id: str, video_root: str, key:
 def load_captions(path: str | os.PathLike) -> dict[str, str]:
     """``{"clip_id", "caption"}`` jsonl (what ``clipvip caption`` writes) -> {clip_id: caption}."""
     out: dict[str, str] = {}
-    for row in iter_manifest_rows(os.fspath(path)):
-        if "clip_id" not in row or "caption" not in row:
-            raise ValueError(f"{path}: caption rows need 'clip_id' and 'caption', got keys {sorted(row)}")
+    for n, row in enumerate(iter_manifest_rows(os.fspath(path)), 1):
+        if not isinstance(row, dict) or "clip_id" not in row or "caption" not in row:
+            raise ValueError(f"{path}: row {n}: caption rows are objects with 'clip_id' and 'caption', got {row!r:.80}")
         out[str(row["clip_id"])] = str(row["caption"])
     return out
 

@@ -24,11 +24,15 @@ import torch
 
 from clipvip.index.ann import AnnConfig, build_ann
 from clipvip.index.store import (
+    COLUMNS,
     FORMAT_VERSION,
     META_NAME,
+    REBUILD,
+    IndexDamagedError,
     IndexFormatError,
     empty_rows,
     model_fingerprint,
+    read_index_file,
     read_meta,
 )
 from clipvip.io import atomic_save_npy, atomic_save_parquet, atomic_write_bytes, atomic_write_json
@@ -63,6 +67,7 @@ class BuildReport:
     resumed: int = 0  # files taken from pending chunks of an earlier, interrupted run
     deleted: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # damaged index files found, whose content was rebuilt
     ann: str = "exact"
     seconds: float = 0.0
 
@@ -72,6 +77,7 @@ class BuildReport:
             f"encoded {self.encoded}, resumed {self.resumed}, unchanged {self.unchanged}, deleted {self.deleted}, "
             f"failed {len(self.failed)} in {self.seconds:.1f}s"
         ]
+        lines += [f"  rebuilt after: {why}" for why in self.repaired]
         lines += [f"  skipped {p}: {why}" for p, why in self.failed]
         return "\n".join(lines)
 
@@ -183,23 +189,45 @@ def _prefetch(jobs: list[_FileJob], fn: Any, workers: int) -> Iterator[tuple[_Fi
                 pending.append((nxt, pool.submit(fn, nxt)))
 
 
-def _load_state(out: Path, meta: dict[str, Any] | None) -> tuple[pd.DataFrame, np.ndarray, list[Path]]:
+def _damage(e: IndexDamagedError) -> str:
+    """What is damaged, without the "rerun clipvip index" advice meant for search and serve."""
+    return str(e).replace(f"; {REBUILD}", "")
+
+
+def _read_pair(parquet: Path, npy: Path, dim: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows + embeddings of a generation or a pending chunk; ``IndexDamagedError`` (naming the file) when either
+    is unreadable or they do not fit together."""
+    df = read_index_file(parquet, pd.read_parquet)
+    emb = read_index_file(npy, np.load)
+    if emb.ndim != 2 or emb.shape[1] != dim or len(df) != len(emb) or not set(COLUMNS) <= set(df.columns):
+        raise IndexDamagedError(
+            f"{npy}: {emb.shape} embeddings for {len(df)} rows of {parquet.name}, expected [N, {dim}]"
+        )
+    return df, emb
+
+
+def _load_state(
+    out: Path, meta: dict[str, Any], repaired: list[str] | None = None
+) -> tuple[pd.DataFrame, np.ndarray, list[Path]]:
     """Current rows + embeddings: the last generation overlaid with every complete pending chunk (for each path,
-    the most recent source wins, so a chunk merged just before a crash cannot duplicate rows)."""
+    the most recent source wins, so a chunk merged just before a crash cannot duplicate rows). A damaged generation
+    or chunk is left out (and named in ``repaired``): its videos are simply not known, so they are encoded again."""
     frames: list[tuple[pd.DataFrame, np.ndarray]] = []
-    if meta and meta.get("generation") is not None:
+    dim = int(meta["model"]["config"]["embed_dim"])
+    if meta.get("generation") is not None:
         g = meta["generation"]
-        frames.append((pd.read_parquet(out / f"data-{g}.parquet"), np.load(out / f"data-{g}.npy")))
+        try:
+            frames.append(_read_pair(out / f"data-{g}.parquet", out / f"data-{g}.npy", dim))
+        except IndexDamagedError as e:
+            log.warning("%s; re-encoding the videos it held", _damage(e))
+            if repaired is not None:
+                repaired.append(_damage(e))
     chunks = []
     for pq in sorted((out / "pending").glob("chunk-*.parquet")):
-        npy = pq.with_suffix(".npy")
         try:
-            df, emb = pd.read_parquet(pq), np.load(npy)
-        except (OSError, ValueError) as e:
-            log.warning("ignoring unreadable pending chunk %s (%s)", pq, e)
-            continue
-        if len(df) != len(emb):
-            log.warning("ignoring pending chunk %s: %d rows vs %d embeddings", pq, len(df), len(emb))
+            df, emb = _read_pair(pq, pq.with_suffix(".npy"), dim)
+        except IndexDamagedError as e:
+            log.warning("ignoring pending chunk: %s", _damage(e))
             continue
         frames.append((df, emb))
         chunks.append(pq)
@@ -215,6 +243,22 @@ def _load_state(out: Path, meta: dict[str, Any] | None) -> tuple[pd.DataFrame, n
         dfs.append(df[keep])
         embs.append(emb[keep])
     return pd.concat(dfs, ignore_index=True), np.concatenate(embs), chunks
+
+
+def _read_meta_or_set_aside(out: Path, repaired: list[str]) -> dict[str, Any] | None:
+    """index.json, or None (a fresh start) when it is damaged: it is moved to ``index.json.damaged`` and the files
+    it described are removed, since nothing else records which model made their embeddings (mixing models would
+    make scores meaningless). Thumbnails do not depend on the model and are kept."""
+    try:
+        return read_meta(out)
+    except IndexDamagedError as e:
+        log.warning("%s; starting the index over (thumbnails kept)", _damage(e))
+        repaired.append(_damage(e))
+        os.replace(out / META_NAME, out / (META_NAME + ".damaged"))
+        stale = [*out.glob("data-*.npy"), *out.glob("data-*.parquet"), *out.glob("ann-*.faiss")]
+        for f in stale + [*(out / "pending").glob("chunk-*")]:
+            f.unlink(missing_ok=True)
+        return None
 
 
 def build_index(
@@ -250,7 +294,8 @@ def build_index(
         "window": cfg.window,
         "stride": (cfg.stride or cfg.window) if cfg.window else None,
     }
-    meta = read_meta(out) if (out / META_NAME).exists() else None
+    repaired: list[str] = []
+    meta = _read_meta_or_set_aside(out, repaired) if (out / META_NAME).exists() else None
     if meta is not None:
         if meta["model"]["fingerprint"] != fingerprint:
             raise IndexFormatError(
@@ -276,12 +321,12 @@ def build_index(
     )
     atomic_write_json(out / META_NAME, meta)
 
-    rows, emb, chunks = _load_state(out, meta)
+    rows, emb, chunks = _load_state(out, meta, repaired)
     pending_paths = set()
     for pq in chunks:
         pending_paths |= set(pd.read_parquet(pq, columns=["path"])["path"])
     known = {(r.path, int(r.size), int(r.mtime_ns)) for r in rows[["path", "size", "mtime_ns"]].itertuples()}
-    report = BuildReport(index=out)
+    report = BuildReport(index=out, repaired=repaired)
     jobs: list[_FileJob] = []
     present: set[str] = set()
     for f in files:

@@ -18,9 +18,10 @@ atomically (.npy first, then the .parquet that marks it complete), and the next 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,10 +38,30 @@ class IndexFormatError(ValueError):
     """An index folder that is missing, damaged, or does not fit the request (names the folder and the problem)."""
 
 
+class IndexDamagedError(IndexFormatError):
+    """One file of an index is missing, truncated or corrupted (names it): ``clipvip index`` rebuilds it."""
+
+
 def model_fingerprint(model: Any) -> str:
     """The library's model fingerprint without ``num_frames`` (how many frames a reader samples by default): the
     index records that in its own settings, so changing it alone does not invalidate the index."""
     return _fingerprint(model, ignore_config=("num_frames",))[:32]
+
+
+REBUILD = "rerun `clipvip index` with the same --out to rebuild it"
+T = TypeVar("T")
+
+
+def read_index_file(path: Path, reader: Callable[[Path], T]) -> T:
+    """``reader(path)``, with any failure of a missing, truncated or corrupted file (numpy, pyarrow and FAISS each
+    raise their own kinds) turned into one ``IndexDamagedError`` that names the file and what to do."""
+    if not path.is_file():
+        raise IndexDamagedError(f"{path}: index file missing; {REBUILD}")
+    try:
+        return reader(path)
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        msg = " ".join(str(e).split())[:120]
+        raise IndexDamagedError(f"{path}: damaged index file; {REBUILD} ({type(e).__name__}: {msg})") from e
 
 
 def read_meta(root: str | Path) -> dict[str, Any]:
@@ -49,8 +70,10 @@ def read_meta(root: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{root}: not a clipvip index (no {META_NAME}); create one with `clipvip index`")
     try:
         meta = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise IndexFormatError(f"{p}: damaged index metadata ({e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexDamagedError(f"{p}: damaged index metadata; {REBUILD} ({e})") from e
+    if not isinstance(meta, dict):
+        raise IndexDamagedError(f"{p}: damaged index metadata (not a JSON object); {REBUILD}")
     if meta.get("format") != FORMAT_VERSION:
         raise IndexFormatError(f"{p}: index format {meta.get('format')!r}, this clipvip reads {FORMAT_VERSION}")
     return meta
@@ -97,7 +120,7 @@ class VideoIndex:
     ) -> None:
         self.root, self.meta, self.rows, self.emb, self.ann = root, meta, rows, emb, ann
         if len(rows) != len(emb):
-            raise IndexFormatError(f"{root}: {len(rows)} metadata rows but {len(emb)} embeddings")
+            raise IndexDamagedError(f"{root}: {len(rows)} metadata rows but {len(emb)} embeddings; {REBUILD}")
         self.videos: list[str] = list(dict.fromkeys(rows["path"].tolist()))
         vid = {p: i for i, p in enumerate(self.videos)}
         self.row_video = np.asarray([vid[p] for p in rows["path"]], dtype=np.int64)
@@ -113,15 +136,19 @@ class VideoIndex:
                 f"{root}: the index has no finished build yet (an interrupted first run?); "
                 "run `clipvip index` again to finish it"
             )
-        try:
-            emb = np.load(root / f"data-{gen}.npy", mmap_mode="r")
-            rows = pd.read_parquet(root / f"data-{gen}.parquet")
-        except (OSError, ValueError) as e:
-            raise IndexFormatError(f"{root}: cannot read generation {gen} data ({e})") from e
+        emb = read_index_file(root / f"data-{gen}.npy", lambda p: np.load(p, mmap_mode="r"))
+        dim = meta.get("model", {}).get("config", {}).get("embed_dim")
+        if emb.ndim != 2 or (dim is not None and emb.shape[1] != dim):
+            raise IndexDamagedError(
+                f"{root / f'data-{gen}.npy'}: damaged index file (shape {emb.shape}, expected [N, {dim}]); {REBUILD}"
+            )
+        rows = read_index_file(root / f"data-{gen}.parquet", pd.read_parquet)
         ann = None
         if use_ann and meta.get("ann"):
             a = meta["ann"]
-            ann = AnnIndex.load(root / a["file"], a["kind"], a["knob"])
+            ann = read_index_file(root / a["file"], lambda p: AnnIndex.load(p, a["kind"], a["knob"]))
+            if ann.ntotal != len(emb):
+                raise IndexDamagedError(f"{root / a['file']}: {ann.ntotal} vectors for {len(emb)} rows; {REBUILD}")
         return cls(root, meta, rows.reset_index(drop=True), emb, ann)
 
     def __len__(self) -> int:

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--retry-failed", action="store_true", help="retry clips a previous run listed as failed")
     j.add_argument("--no-merge", action="store_true", help="leave the per-rank parts unmerged")
     j.add_argument("--merge-only", action="store_true", help="only merge existing parts into --out")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt="rerun the same command to resume (finished captions are kept)")
 
 
 def run(args: argparse.Namespace) -> int:

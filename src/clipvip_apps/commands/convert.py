@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from clipvip.config import VARIANTS
+from clipvip.model.clipvip import CONFIG_NAME, WEIGHTS_NAME
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="take the head counts from this open_clip architecture (e.g. ViT-H-14)",
     )
+    p.add_argument("--force", action="store_true", help="overwrite a model already in DST")
     p.set_defaults(func=run)
 
 
@@ -44,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
         heads = Heads.parse(args.heads)
     elif args.open_clip_model:
         heads = heads_from_open_clip_name(args.open_clip_model)
+    dst = Path(args.dst)
+    if dst.exists() and not dst.is_dir():
+        raise FileExistsError(f"{dst}: exists and is a file; convert writes a folder (config.json + model.safetensors)")
+    if not args.force and dst.is_dir() and any((dst / name).exists() for name in (CONFIG_NAME, WEIGHTS_NAME)):
+        raise FileExistsError(f"{dst}: already holds a model; pass --force to overwrite it, or choose a new folder")
     model = convert(args.src, args.dst, variant=args.variant, num_frames=args.num_frames, act=args.act, heads=heads)
     print(f"wrote {args.dst}: variant={model.config.variant}, {model.num_params() / 1e6:.2f}M parameters")
     return 0

@@ -6,7 +6,6 @@ on stderr, and makes the exit status 1 (2 when nothing could be read)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -34,8 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import clipvip
+    from clipvip.io import atomic_save_npy
     from clipvip.video import VideoDecodeError, normalize, read_frames
 
+    path = Path(args.out)
+    if path.is_dir():  # say so now, not after encoding every file
+        raise IsADirectoryError(f"--out {path}: is a folder; give a file name, e.g. {path / 'video_embeddings.npy'}")
     model = prepare_for_inference(clipvip.load(args.model), args)
     num_frames = args.num_frames or model.config.num_frames
     size = args.size or model.config.vision.image_size
@@ -75,10 +78,7 @@ def run(args: argparse.Namespace) -> int:
     for i, r in enumerate(rows):
         if r is not None:
             out[i] = r
-    path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, out)
-    os.replace(tmp, path)
+    atomic_save_npy(path, out)
     print(f"wrote {path}: {out.shape}" + (f", {len(failed)} file(s) skipped (NaN rows)" if failed else ""))
     return 1 if failed else 0

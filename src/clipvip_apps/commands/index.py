@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_inference_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt="rerun the same command to resume (encoded work is kept)")
 
 
 def run(args: argparse.Namespace) -> int:

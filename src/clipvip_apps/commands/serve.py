@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import socket
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on host:port, bound BEFORE the slow index/model load and before "serving on" is
+    printed, so a busy port is one clear error instead of a message that claims success followed by a traceback."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise ValueError(f"--host {host}: cannot resolve ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closing (TIME_WAIT) port is free
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise OSError(
+            f"cannot listen on {host}:{port} ({e.strerror}); another server is using it? pick another --port"
+        ) from None
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -37,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not _is_loopback(args.host):
         log.warning("binding %s: anyone who can reach this address can search and watch the indexed videos", args.host)
-    app = create_app_from_path(args.index, args.model, WebConfig(max_query_chars=args.max_query_chars))
-    print(f"serving {args.index} on http://{args.host}:{args.port}")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    sock = bind(args.host, args.port)
+    try:
+        app = create_app_from_path(args.index, args.model, WebConfig(max_query_chars=args.max_query_chars))
+        print(f"serving {args.index} on http://{args.host}:{args.port}", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0

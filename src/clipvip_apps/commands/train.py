@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a config key (YAML value; a.b=v for nested data arguments); repeatable",
     )
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/checkpoints/last.pt")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt="add --resume to continue from the last checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:

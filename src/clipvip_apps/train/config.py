@@ -7,6 +7,7 @@ always be reproduced and resumed from what it recorded.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -125,12 +126,42 @@ class TrainConfig:
         tmp.replace(p)
 
 
+# ``{root}``, ``{video_id}``: str.format fields of a path template (YAML would read ``{root}`` as a set).
+_TEMPLATE_FIELD = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def parse_value(raw: str) -> Any:
+    """One ``--set`` value: YAML when it reads unambiguously as YAML (1e-5, true, null, [0.9, 0.98], {a: 1}), else
+    the text itself. Kept as text: path templates with ``{field}``, brace expressions (``{a,b}``, ``{000..099}``),
+    anything YAML cannot parse, a bare ``a: b`` (a mapping must be written in braces) and ``12:30`` (YAML 1.1 would
+    read a base-60 number)."""
+    text = raw.strip()
+    if not text:
+        return ""
+    if _TEMPLATE_FIELD.search(text):
+        return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, dict) and (not text.startswith("{") or (value and all(v is None for v in value.values()))):
+        return text  # "a: b", or a brace expression such as {00000..00099} (YAML's set syntax)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and ":" in text:
+        return text
+    if isinstance(value, str):
+        return value if text[0] in "'\"" else text  # a quoted YAML string loses its quotes; else verbatim
+    return value
+
+
 def parse_override(item: str) -> tuple[str, Any]:
-    """``key=value`` (value parsed as YAML, so 1e-5, true, [0.9, 0.98], null work); ``a.b=v`` sets a nested key."""
+    """``key=value`` (see ``parse_value``); ``a.b=v`` sets a nested key."""
     if "=" not in item:
         raise ValueError(f"--set expects key=value, got {item!r}")
     key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ValueError(f"--set {item!r}: empty key (expected key=value or a.b=value)")
+    return key, parse_value(raw)
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

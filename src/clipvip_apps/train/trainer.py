@@ -236,11 +236,24 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
     if not cfg.train_data:
         raise ValueError("train_data is empty: set the data set arguments in the config (or pass a dataset)")
     if cfg.stage == "pretrain":
-        train_ds = data.PretrainDataset(**cfg.train_data)
+        train_ds = _dataset(data.PretrainDataset, cfg.train_data, "train_data")
     else:
-        train_ds = data.RetrievalDataset(**{"split": "train", **cfg.train_data})
-    eval_ds = data.RetrievalDataset(**{"split": "test", **cfg.eval_data}) if cfg.eval_data else None
+        train_ds = _dataset(data.RetrievalDataset, {"split": "train", **cfg.train_data}, "train_data")
+    eval_ds = (
+        _dataset(data.RetrievalDataset, {"split": "test", **cfg.eval_data}, "eval_data") if cfg.eval_data else None
+    )
     return train_ds, eval_ds
+
+
+def _dataset(cls: type, kwargs: dict[str, Any], key: str) -> Dataset:
+    """``cls(**kwargs)``; arguments that do not fit its signature are a config error naming the config key."""
+    import inspect
+
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{key}: {e} (arguments of {cls.__name__}: {list(inspect.signature(cls).parameters)})") from e
+    return cls(**kwargs)
 
 
 def _skipped_items(batch: dict[str, Any]) -> list[Any]:
@@ -375,12 +388,6 @@ def train(
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    if dinfo.is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save_yaml(run_dir / "config.yaml")
-
     seed_everything(cfg.seed)
     if model is None:
         model = build_model(cfg)
@@ -395,6 +402,12 @@ def train(
     if train_dataset is None:
         train_dataset, built_eval = build_datasets(cfg)
         eval_dataset = eval_dataset if eval_dataset is not None else built_eval
+    # the run folder only once the model and data are known to load: a config mistake leaves no stray run folder
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    if dinfo.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save_yaml(run_dir / "config.yaml")
     collate = collate_fn or _default_collate()
     if eval_dataset is not None and evaluate_fn is None:
         from clipvip.eval.retrieval import evaluate_retrieval

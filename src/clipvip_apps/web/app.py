@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -54,6 +55,24 @@ class _LRU:
             self.data.move_to_end(key)
             while len(self.data) > self.size:
                 self.data.popitem(last=False)
+
+
+MAX_ECHO_CHARS = 64  # of a rejected value, in a 422 answer: a 100 kB query is not sent back whole
+
+
+def _capped_error(err: dict[str, Any]) -> dict[str, Any]:
+    """One validation error with the rejected input cut to ``MAX_ECHO_CHARS`` (FastAPI echoes it whole)."""
+    out = {k: v for k, v in err.items() if k in ("type", "loc", "msg", "ctx")}
+    if "ctx" in out:
+        out["ctx"] = {
+            k: v if isinstance(v, (int, float, bool)) else str(v)[:MAX_ECHO_CHARS] for k, v in out["ctx"].items()
+        }
+    if "input" in err:
+        text = err["input"] if isinstance(err["input"], str) else repr(err["input"])
+        out["input"] = text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS] + "..."
+        if len(text) > MAX_ECHO_CHARS:
+            out["input_chars"] = len(text)
+    return out
 
 
 def create_app(
@@ -93,6 +112,10 @@ def create_app(
             e = np.asarray(encode_text(q), dtype=np.float32).reshape(-1)
             cache.put(q, e)
         return e
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": [_capped_error(e) for e in exc.errors()]}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
