@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,21 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names)
 
 
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused. torch's own text tells the user to re-run with
+    ``weights_only=False``, which would execute whatever the file pickled: never echoed."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        return "not a weights file (expected safetensors, a torch.save file or an OpenAI TorchScript archive)"
+    if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err):
+        return (
+            "holds pickled Python objects besides tensors, which are refused (loading them could run code); "
+            "save a plain state dict (torch.save(model.state_dict(), ...)) or safetensors"
+        )
+    return f"not a readable weights file ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})"
+
+
 def read_state_dict(path: str | Path) -> StateDict:
     """Load a flat ``{name: tensor}`` dict from safetensors, a ``torch.save`` file (``weights_only=True``) or an
     OpenAI TorchScript archive. Wrappers (``{"state_dict": ...}``, ``{"model": ...}``) and DDP's ``module.`` prefix
@@ -42,7 +58,7 @@ def read_state_dict(path: str | Path) -> StateDict:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with the file name
-            raise CheckpointError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from e
+            raise CheckpointError(f"{path}: {_why_unreadable(path, e)}") from e
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
             sd = sd[wrapper]
