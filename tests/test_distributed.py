@@ -18,6 +18,8 @@ from clipvip.distributed import gather_with_grad, init_distributed, is_distribut
 from clipvip_apps.train import TrainConfig, contrastive_loss, embed_batch
 from clipvip_apps.train.trainer import _Embedder
 
+pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
+
 # These tests run the trainer's own float32 model (the dtype users train in), so results agree to float32
 # rounding, not bitwise: 2 ranks x 4 samples and 1 process x 8 sum in different orders (and with 1 or 2 threads,
 # AVX2 or AVX-512 kernels). The loss is one softmax over 8 rows: ~1e-6 relative. Gradients pass through 2 small

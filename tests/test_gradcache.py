@@ -15,6 +15,8 @@ from clipvip.distributed import gather_with_grad, init_distributed
 from clipvip.gradcache import GradCache, average_gradients, split_batch
 from clipvip.losses import info_nce, ocl_loss
 
+pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
+
 B = 6
 RTOL, ATOL = 1e-10, 1e-13  # see the module docstring
 

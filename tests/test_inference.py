@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from clipvip import CLIPViP, tiny_config
 from clipvip.inference import bf16_is_fast, optimize_for_inference, resolve_dtype
 
+pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
+
 TEXTS = ["a dog runs on the beach", "someone is cooking pasta", "a man plays the guitar"]
 
 

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from clipvip.losses import dsl_info_nce, info_nce, ocl_loss
 
+pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
+
 
 def _emb(B: int, D: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

@@ -10,6 +10,8 @@ from clipvip import CLIPViP, tiny_config
 from clipvip.model.layers import MaskedAttention, ProxyGuidedAttention, proxy_guided_mask
 from clipvip.model.vision import interpolate_temporal
 
+pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
+
 
 def _brute_force_attention(q, k, v, M, T, N):
     """Per-query softmax over the keys Eq. 2 allows, one query at a time."""

@@ -136,6 +136,7 @@ train(cfg, train_dataset=ToyRetrieval(), collate_fn=collate, callbacks=[hang], p
 """
 
 
+@pytest.mark.numerics
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path, intra_op_threads: int) -> None:
     """Bitwise: the killed process, the resumed run and the straight run use the same thread count, hence the same
     kernels and reduction order on this CPU; resuming must then change nothing at all."""
@@ -418,6 +419,7 @@ class ToyStream(torch.utils.data.IterableDataset):
             yield self.base[i]
 
 
+@pytest.mark.numerics
 def test_stream_resume_is_exact(tmp_path: Path, intra_op_threads: int) -> None:
     class Crash(Exception):
         pass
@@ -441,6 +443,7 @@ def test_stream_resume_is_exact(tmp_path: Path, intra_op_threads: int) -> None:
         train(tiny_cfg(tmp_path, max_steps=None), train_dataset=ToyStream(), collate_fn=collate)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("stage", ["finetune", "pretrain"])
 def test_grad_cache_matches_full_batch(tmp_path: Path, stage: str, intra_op_threads: int) -> None:
     """grad_cache_chunk=3 on batches of 8 (chunks 3+3+2) ends at the weights of the plain full-batch step.

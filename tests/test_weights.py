@@ -11,6 +11,8 @@ import clipvip
 from clipvip import CheckpointError
 from clipvip.text import tokenize
 
+pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
+
 open_clip = pytest.importorskip("open_clip")
 transformers = pytest.importorskip("transformers")
 
