@@ -31,8 +31,8 @@ from clipvip.corpus import (
     read_subtitle_file,
     video_tasks,
 )
-from clipvip.corpus.cut import scaled_size
 from clipvip.video import write_video
+from clipvip.video.transcode import output_size
 from clipvip_apps.cli import main as cli_main
 
 FPS = 10
@@ -214,7 +214,7 @@ def test_reencode_at_3fps_224_is_exact_to_one_frame(coded: Path, start: float, e
     with VideoCutter(coded, CutOptions("reencode", fps=3, short_side=224)) as cutter:
         clip = cutter.cut(start, end)
     ids, rate, shape = _decode(clip.data)
-    assert rate == pytest.approx(3) and shape == (224, scaled_size(80, 48, 224)[0])
+    assert rate == pytest.approx(3) and shape == (224, output_size(80, 48, 224)[0])
     want_end = min(end, 12.0)  # the source ends at 12 s
     assert len(ids) == math.ceil((want_end - start) * 3 - 1e-6)
     # output frame k shows the source frame on screen at start + k/3 s (sample and hold), so within one frame

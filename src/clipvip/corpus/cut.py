@@ -35,6 +35,8 @@ from typing import Literal
 
 import av
 
+from clipvip.video.transcode import FrameEncoder, output_size
+
 CutMode = Literal["reencode", "copy", "auto"]
 CUT_MODES: tuple[str, ...] = ("reencode", "copy", "auto")
 
@@ -68,16 +70,6 @@ class CutClip:
     end: float
     method: str
     frames: int
-
-
-def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """Keep the aspect ratio, short side = ``short_side``, both even (H.264 4:2:0); never upscale past the source
-    unless the source is smaller (then the short side is still ``short_side``, as the official preprocessing)."""
-    if width <= height:
-        w, h = short_side, height * short_side / width
-    else:
-        w, h = width * short_side / height, short_side
-    return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
 
 
 class VideoCutter:
@@ -241,7 +233,7 @@ class VideoCutter:
             for f in frames:
                 if f.pts in wanted and f.pts not in out:
                     if self._size is None:
-                        self._size = scaled_size(f.width, f.height, self.options.short_side)
+                        self._size = output_size(f.width, f.height, self.options.short_side)
                         self._rotation = int(round(f.rotation or 0)) % 360  # display matrix: carried over
                     out[f.pts] = f.reformat(width=self._size[0], height=self._size[1], format="yuv420p")
 
@@ -276,20 +268,10 @@ class VideoCutter:
         if missing:
             raise CutError(f"{self.path}: frame at {self._sec(missing[0]):.3f} s did not decode")
         picked = [frames[p] for p in picks]
-        w, h = picked[0].width, picked[0].height
-        rate = Fraction(o.fps).limit_denominator(1001)
         buf = io.BytesIO()
-        with av.open(buf, mode="w", format="mp4") as out:
-            ostream = out.add_stream("libx264", rate=rate)
-            ostream.width, ostream.height, ostream.pix_fmt = w, h, "yuv420p"
-            ostream.options = {"crf": str(o.crf), "preset": o.preset}
-            ostream.codec_context.time_base = 1 / rate
-            if self._rotation:
-                ostream.set_display_rotation(self._rotation)
-            for i, f in enumerate(picked):
-                f.pts, f.time_base = i, 1 / rate  # FFmpeg keeps its own reference: reusing f is safe
-                for packet in ostream.encode(f):
-                    out.mux(packet)
-            for packet in ostream.encode():
-                out.mux(packet)
+        with FrameEncoder(
+            buf, "mp4", "libx264", o.fps, o.short_side, crf=o.crf, preset=o.preset, rotation=self._rotation
+        ) as enc:
+            for f in picked:
+                enc.encode(f)
         return CutClip(buf.getvalue(), start, start + len(picked) / o.fps, "reencode", len(picked))

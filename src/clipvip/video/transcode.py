@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -70,6 +71,73 @@ def output_size(width: int, height: int, short_side: int | None) -> tuple[int, i
             short_side - short_side % 2,
         )
     )
+
+
+class FrameEncoder:
+    """Frames in, one video out: the single H.264/VP9 writer of ``transcode`` and the corpus cutter.
+
+    ``target`` is a path or a binary file object (an in-memory clip). Frames are re-timed to ``0, 1, 2...`` at
+    ``rate``; the output size is fixed by the first frame (``short_side`` applied with ``output_size``) unless
+    ``size`` is given. ``rotation``: degrees written as display-matrix metadata (for frames kept unrotated)."""
+
+    def __init__(
+        self,
+        target: str | os.PathLike | Any,
+        fmt: str,
+        codec: str,
+        rate: float,
+        short_side: int | None = None,
+        *,
+        crf: int = 23,
+        preset: str = "veryfast",
+        threads: int = 1,
+        rotation: int = 0,
+    ) -> None:
+        self.out = av.open(target if hasattr(target, "write") else str(target), mode="w", format=fmt)
+        self.codec, self.short_side, self.rotation = codec, short_side, rotation
+        self.rate = Fraction(rate).limit_denominator(1001)
+        self.crf, self.preset, self.threads = crf, preset, threads
+        self.stream: Any = None
+        self.size = (0, 0)
+        self.frames = 0
+
+    def _open_stream(self, width: int, height: int) -> None:
+        self.size = output_size(width, height, self.short_side)
+        st = self.out.add_stream(self.codec, rate=self.rate)
+        st.width, st.height = self.size
+        st.pix_fmt = "yuv420p"
+        st.codec_context.thread_count = self.threads
+        st.codec_context.time_base = 1 / self.rate
+        st.options = (
+            {"crf": str(self.crf), "preset": self.preset} if self.codec == "libx264" else {"crf": str(self.crf)}
+        )
+        if self.rotation:
+            st.set_display_rotation(self.rotation)
+        self.stream = st
+
+    def encode(self, frame: av.VideoFrame) -> None:
+        """Scale (bicubic) to the output size and append one frame."""
+        if self.stream is None:
+            self._open_stream(frame.width, frame.height)
+        if (frame.width, frame.height) != self.size or frame.format.name != "yuv420p":
+            frame = frame.reformat(width=self.size[0], height=self.size[1], format="yuv420p", interpolation="BICUBIC")
+        frame.pts, frame.time_base = self.frames, 1 / self.rate  # FFmpeg keeps its own reference: reuse is safe
+        for packet in self.stream.encode(frame):
+            self.out.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the container."""
+        if self.stream is not None:
+            for packet in self.stream.encode():
+                self.out.mux(packet)
+        self.out.close()
+
+    def __enter__(self) -> FrameEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def transcode(
@@ -145,35 +213,19 @@ def _encode(
     """Decode -> pick frames on the output clock -> scale -> encode; returns (frames written, width, height)."""
     step = 1.0 / rate
     t0: float | None = start  # output clock origin: the window start, else the first frame's time
-    written, size = 0, (0, 0)
+    written = 0
     prev: av.VideoFrame | None = None
     prev_t = 0.0
     in_window = False  # a frame inside [start, end) was seen (a window past the video's end has none)
-    with av.open(str(tmp), mode="w", format=fmt) as out:
-        ostream = None
+    with FrameEncoder(tmp, fmt, codec, rate, short_side, crf=crf, preset=preset, threads=threads) as enc:
 
         def emit(frame: av.VideoFrame) -> None:
-            nonlocal ostream, written, size
+            nonlocal written
             rot = int(round((frame.rotation or 0) / 90.0)) % 4
-            if ostream is None:
-                w, h = (frame.height, frame.width) if rot % 2 else (frame.width, frame.height)
-                size = output_size(w, h, short_side)
-                ostream = out.add_stream(codec, rate=Fraction(rate).limit_denominator(1001))
-                ostream.width, ostream.height = size
-                ostream.pix_fmt = "yuv420p"
-                ostream.codec_context.thread_count = threads
-                ostream.options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {"crf": str(crf)}
-            if rot:
-                # rotate the pixels (display matrix counter-clockwise), then scale the upright frame
-                w, h = (size[1], size[0]) if rot % 2 else size
-                arr = np.rot90(frame.to_ndarray(width=w, height=h, format="rgb24"), k=rot)
-                new = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24").reformat(format="yuv420p")
-            else:
-                new = frame.reformat(width=size[0], height=size[1], format="yuv420p", interpolation="BICUBIC")
-            new.pts = written
-            new.time_base = 1 / Fraction(rate).limit_denominator(1001)
-            for packet in ostream.encode(new):
-                out.mux(packet)
+            if rot:  # rotate the pixels (display matrix counter-clockwise); the encoder then scales the upright frame
+                arr = np.rot90(frame.to_ndarray(format="rgb24"), k=rot)
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            enc.encode(frame)
             written += 1
 
         for frame in container.decode(stream):
@@ -199,7 +251,4 @@ def _encode(
             last = min(last, end) if end is not None else last
             while t0 + written * step < last:
                 emit(prev)
-        if ostream is not None:
-            for packet in ostream.encode():
-                out.mux(packet)
-    return written, size[0], size[1]
+    return written, enc.size[0], enc.size[1]
