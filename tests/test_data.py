@@ -329,3 +329,17 @@ def test_pretrain_shards_split_across_ranks(tmp_path: Path, video_dir: Path, mon
         seen.append([rec[0] for rec in ds._records()])
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == [f"{k:09d}" for k in range(8)]
+
+
+def test_format_registry_is_the_one_place_a_format_lives(tmp_path: Path) -> None:
+    """Names, default templates and options all come from ``READERS``; an option a format does not take is an
+    error, never silently ignored."""
+    from clipvip.data.annotations import DEFAULT_TEMPLATES, FORMATS, READERS, load_annotations
+
+    assert FORMATS == tuple(READERS) and set(DEFAULT_TEMPLATES) == set(READERS)
+    ann = tmp_path / "a.jsonl"
+    ann.write_text('{"clip_id": "v1", "text": "a cat"}\n')
+    with pytest.raises(ValueError, match="'jsonl' takes no captions option"):
+        load_annotations(ann, "jsonl", captions=str(ann))
+    with pytest.raises(ValueError, match="unknown annotation format"):
+        load_annotations(ann, "youcook2")

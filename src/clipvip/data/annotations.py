@@ -14,29 +14,14 @@ import glob
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from clipvip.video.read import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
-
-AnnotationFormat = Literal["jsonl", "msrvtt", "didemo", "activitynet", "lsmdc", "msvd"]
-FORMATS: tuple[str, ...] = ("jsonl", "msrvtt", "didemo", "activitynet", "lsmdc", "msvd")
-
-# Official file layouts (CLIP-ViP's id2path: "<root>/<id>.mp4", LSMDC "<root>/<id>.avi"; MSVD ships YouTubeClips
-# as .avi). A template ending in ".*" takes the first existing file with any video extension (DiDeMo and
-# ActivityNet downloads keep their original, mixed extensions).
-DEFAULT_TEMPLATES: dict[str, str] = {
-    "jsonl": "{root}/{video_id}.mp4",
-    "msrvtt": "{root}/{video_id}.mp4",
-    "didemo": "{root}/{video_id}.*",
-    "activitynet": "{root}/{video_id}.*",
-    "lsmdc": "{root}/{video_id}.avi",
-    "msvd": "{root}/{video_id}.avi",
-}
 
 
 @dataclass
@@ -245,6 +230,37 @@ def _load_msvd(path: Path, split_list: str | os.PathLike | None) -> list[Sample]
     return [Sample(v, [_clean(c) for c in _texts(data[v], f"{path}: {v!r}")]) for v in ids]
 
 
+@dataclass(frozen=True)
+class AnnotationReader:
+    """One published annotation format: its parser, the options it takes, and where its videos live by default.
+
+    WHY a registry: a new format is ONE entry here (a parser and a template), not edits to a name list, a
+    template table and a dispatch chain. Official file layouts: CLIP-ViP's id2path is ``<root>/<id>.mp4``, LSMDC
+    ``<root>/<id>.avi``, MSVD ships YouTubeClips as .avi; a template ending in ``.*`` takes the first existing file
+    with any video extension (DiDeMo and ActivityNet downloads keep their original, mixed extensions)."""
+
+    name: str
+    parse: Callable[..., list[Sample]]
+    template: str
+    options: tuple[str, ...] = ()  # keyword options of ``parse`` (``captions``, ``split_list``)
+
+
+READERS: dict[str, AnnotationReader] = {
+    r.name: r
+    for r in (
+        AnnotationReader("jsonl", _load_jsonl, "{root}/{video_id}.mp4"),
+        AnnotationReader("msrvtt", _load_msrvtt, "{root}/{video_id}.mp4", ("captions",)),
+        AnnotationReader("didemo", _load_didemo, "{root}/{video_id}.*"),
+        AnnotationReader("activitynet", _load_activitynet, "{root}/{video_id}.*"),
+        AnnotationReader("lsmdc", _load_lsmdc, "{root}/{video_id}.avi"),
+        AnnotationReader("msvd", _load_msvd, "{root}/{video_id}.avi", ("split_list",)),
+    )
+}
+FORMATS: tuple[str, ...] = tuple(READERS)
+AnnotationFormat = str  # one of FORMATS
+DEFAULT_TEMPLATES: dict[str, str] = {name: r.template for name, r in READERS.items()}
+
+
 def load_annotations(
     path: str | os.PathLike,
     fmt: AnnotationFormat,
@@ -261,22 +277,16 @@ def load_annotations(
     * ``lsmdc``: LSMDC16 tsv. ``msvd``: captions json with ``split_list="MSVD_test_list.txt"`` (None = all).
     """
     path = Path(path)
-    if fmt not in FORMATS:
+    reader = READERS.get(fmt)
+    if reader is None:
         raise ValueError(f"unknown annotation format {fmt!r}; expected one of {FORMATS}")
+    given: dict[str, Any] = {k: v for k, v in (("captions", captions), ("split_list", split_list)) if v is not None}
+    unused = sorted(set(given) - set(reader.options))
+    if unused:
+        raise ValueError(f"annotation format {fmt!r} takes no {' or '.join(unused)} option")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: annotation file not found")
-    if fmt == "jsonl":
-        samples = _load_jsonl(path)
-    elif fmt == "msrvtt":
-        samples = _load_msrvtt(path, captions)
-    elif fmt == "didemo":
-        samples = _load_didemo(path)
-    elif fmt == "activitynet":
-        samples = _load_activitynet(path)
-    elif fmt == "lsmdc":
-        samples = _load_lsmdc(path)
-    else:
-        samples = _load_msvd(path, split_list)
+    samples = reader.parse(path, **{k: given.get(k) for k in reader.options})
     seen: set[str] = set()
     repeated = [s.video_id for s in samples if s.video_id in seen or seen.add(s.video_id)]
     if repeated:  # only a split list can do this (parsers merge by id): two rows would share one video file
