@@ -44,3 +44,15 @@ def test_decode_roundtrip() -> None:
 def test_bad_context_length() -> None:
     with pytest.raises(ValueError):
         tokenize("x", 1)
+
+
+def test_shipped_merge_table_is_openais_byte_for_byte() -> None:
+    """The package carries the BPE file (no optional extra needed); it must be open_clip's (= OpenAI's) file."""
+    open_clip = pytest.importorskip("open_clip")
+    from pathlib import Path
+
+    from clipvip.text import default_bpe_path
+
+    shipped = default_bpe_path()
+    assert shipped.parent.name == "assets" and shipped.is_file()
+    assert shipped.read_bytes() == (Path(open_clip.__file__).parent / shipped.name).read_bytes()

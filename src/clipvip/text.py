@@ -1,7 +1,8 @@
 """OpenAI CLIP's byte-level BPE tokenizer (SOT 49406, EOT 49407), offline.
 
-The merge table ``bpe_simple_vocab_16e6.txt.gz`` is read from the installed ``open_clip`` package (without importing
-it) or from an explicit path / ``$CLIPVIP_BPE_PATH``. Tests check ids against open_clip's and Hugging Face's tokenizers.
+The merge table ``bpe_simple_vocab_16e6.txt.gz`` ships with this package (``clipvip/assets``, MIT, OpenAI's file
+byte for byte; see its NOTICE.md), so tokenizing needs no optional extra; an explicit path or ``$CLIPVIP_BPE_PATH``
+overrides it. Tests check ids against open_clip's and Hugging Face's tokenizers.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import functools
 import gzip
 import html
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,16 +27,7 @@ def default_bpe_path() -> Path:
     env = os.environ.get("CLIPVIP_BPE_PATH")
     if env:
         return Path(env)
-    spec = importlib.util.find_spec("open_clip")
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            p = Path(loc) / _BPE_NAME
-            if p.exists():
-                return p
-    raise FileNotFoundError(
-        f"CLIP BPE vocabulary {_BPE_NAME} not found: install open_clip_torch (it carries the file) "
-        "or set CLIPVIP_BPE_PATH"
-    )
+    return Path(__file__).resolve().parent / "assets" / _BPE_NAME
 
 
 @functools.lru_cache
