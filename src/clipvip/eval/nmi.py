@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from clipvip.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 FeatureFn = Callable[[Sequence[str]], np.ndarray | Tensor]
@@ -145,8 +147,7 @@ def plot_projection(result: NMIResult, path: str | Path, names: tuple[str, str] 
     ax.legend()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
     plt.close(fig)
-    tmp.replace(out)
     return out

@@ -4,7 +4,6 @@ recall curves (R@K for K = 1..50) as PNG. All writes are atomic (temp file + ``o
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 
 from clipvip.eval.metrics import METRIC_KEYS, recall_curve
 from clipvip.eval.paper import comparison_lines
+from clipvip.io import atomic_path, atomic_write_text
 
 ROW_NAMES = {
     "t2v": "text -> video",
@@ -25,10 +25,7 @@ ROW_NAMES = {
 
 def _atomic_write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def _jsonable(x: Any) -> Any:
@@ -119,8 +116,7 @@ def plot_recall_curves(
         ax.set_title(title)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
     plt.close(fig)
-    os.replace(tmp, out)
     return out

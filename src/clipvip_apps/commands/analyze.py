@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -34,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_nmi(args: argparse.Namespace) -> int:
     import clipvip
     from clipvip.eval import domain_gap_nmi, model_feature_fn, plot_projection, read_texts
+    from clipvip.io import atomic_write_json
 
     texts_a, texts_b = read_texts(args.a), read_texts(args.b)
     model = clipvip.load(args.model)
@@ -47,10 +47,8 @@ def run_nmi(args: argparse.Namespace) -> int:
     )
     if args.json:
         out = {"a": str(args.a), "b": str(args.b), "model": str(args.model), **res.to_dict()}
-        tmp = args.json.with_name(args.json.name + ".tmp")
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(args.json)
+        atomic_write_json(args.json, out)
         print(f"wrote {args.json}")
     if args.plot:
         plot_projection(res, args.plot, (args.a.stem, args.b.stem))

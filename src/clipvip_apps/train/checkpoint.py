@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipvip.io import atomic_path
+
 
 def capture_rng() -> dict[str, Any]:
     py = random.getstate()
@@ -52,12 +54,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (temp file in the same folder + fsync + os.replace)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(p) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+        os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
     return p
 
 

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from clipvip.io import atomic_write_text
+
 Stage = Literal["pretrain", "finetune"]
 Precision = Literal["fp32", "bf16", "fp16"]
 
@@ -120,10 +122,7 @@ class TrainConfig:
 
     def save_yaml(self, path: str | Path) -> None:
         """Atomic write of the resolved config."""
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(p)
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 # ``{root}``, ``{video_id}``: str.format fields of a path template (YAML would read ``{root}`` as a set).

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from clipvip.distributed import DistInfo, gather_with_grad, init_distributed
 from clipvip.gradcache import GradCache, average_gradients
+from clipvip.io import write_jsonl
 from clipvip.losses import FINETUNE_LOSSES, dsl_info_nce, ocl_loss
 from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from clipvip_apps.train.config import TrainConfig
@@ -328,9 +329,7 @@ class _MetricsLog:
                     continue  # a half-written last line
                 if rec.get("step", 0) <= keep_up_to_step:
                     kept.append(rec)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.path)
+            write_jsonl(self.path, kept)
             self.history = kept
         elif self.path.exists():
             self.path.unlink()
