@@ -20,14 +20,8 @@ from typing import Any, Literal
 import numpy as np
 
 from clipvip.embedjob.inputs import PartSource, Sample, iter_samples
-from clipvip.embedjob.layout import (
-    META_FILE,
-    ROW_GROUP_ROWS,
-    emb_path,
-    metadata_path,
-    stats_path,
-)
-from clipvip.io import atomic_path, atomic_save_npy, atomic_write_json
+from clipvip.embedjob.layout import META_FILE, stats_path, write_part
+from clipvip.io import atomic_write_json
 
 
 @dataclass
@@ -272,31 +266,12 @@ class EmbedJob:
         seconds: float,
         timing: dict[str, float],
     ) -> dict[str, Any]:
-        """The part's embeddings, metadata, then stats (the done mark), each atomically."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        """The part's three files (``layout.write_part``); returns its stats."""
         dim = int(self.model_meta["config"]["embed_dim"])
         emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
         if len(emb) != len(rows):
             raise RuntimeError(f"part {part}: {len(emb)} embeddings for {len(rows)} metadata rows")
-        out = Path(self.cfg.out)
-        atomic_save_npy(emb_path(out, part), emb, dtype=np.float16 if self.cfg.dtype == "fp16" else np.float32)
-        schema = pa.schema(
-            [
-                ("key", pa.string()),
-                ("path", pa.string()),
-                ("start", pa.float64()),
-                ("end", pa.float64()),
-                ("duration", pa.float64()),
-                ("caption", pa.string()),
-                ("model", pa.string()),
-            ]
-        )
         fp = self.model_meta["fingerprint"]
-        table = pa.Table.from_pylist([{**r, "model": fp} for r in rows], schema=schema)
-        with atomic_path(metadata_path(out, part)) as tmp:  # small row groups: a search reads one group per hit
-            pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
         stats = {
             "part": part,
             "done": len({r["path"] for r in rows}),
@@ -305,7 +280,7 @@ class EmbedJob:
             "seconds": round(seconds, 3),
             **{k: round(v, 3) for k, v in timing.items()},
         }
-        atomic_write_json(stats_path(out, part), stats)
+        write_part(self.cfg.out, part, emb, [{**r, "model": fp} for r in rows], stats, self.cfg.dtype)
         return stats
 
 

@@ -24,7 +24,14 @@ import numpy as np
 
 META_FILE = "embed.json"
 METADATA_COLUMNS = ("key", "path", "start", "end", "duration", "caption", "model")
+_STRING = ("key", "path", "caption", "model")
 ROW_GROUP_ROWS = 1024  # small row groups: a search reads one group per hit, not a whole part
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.string() if c in _STRING else pa.float64()) for c in METADATA_COLUMNS])
 
 
 def emb_path(out: str | Path, part: int) -> Path:
@@ -37,6 +44,23 @@ def metadata_path(out: str | Path, part: int) -> Path:
 
 def stats_path(out: str | Path, part: int) -> Path:
     return Path(out) / "stats" / f"stats_{part:05d}.json"
+
+
+def write_part(
+    out: str | Path, part: int, emb: np.ndarray, rows: list[dict[str, Any]], stats: dict[str, Any], dtype: str
+) -> None:
+    """Embeddings (``dtype`` fp16/fp32), metadata (``METADATA_COLUMNS``; missing ones null), then stats: each file
+    atomically, stats last (see the module docstring)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clipvip.io import atomic_path, atomic_save_npy, atomic_write_json
+
+    atomic_save_npy(emb_path(out, part), emb, dtype=np.float16 if dtype == "fp16" else np.float32)
+    table = pa.Table.from_pylist([{c: r.get(c) for c in METADATA_COLUMNS} for r in rows], schema=_schema())
+    with atomic_path(metadata_path(out, part)) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
+    atomic_write_json(stats_path(out, part), stats)
 
 
 def read_embed_meta(root: str | Path) -> dict[str, Any]:

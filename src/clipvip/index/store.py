@@ -107,6 +107,10 @@ class VideoIndex:
     def open(cls, root: str | Path, use_ann: bool = True) -> VideoIndex:
         root = Path(root).resolve()
         meta = read_meta(root)
+        if meta.get("kind") == "ondisk":  # built by `clipvip index --from-embeddings` (clipvip.index.ondisk)
+            from clipvip.index.ondisk import OnDiskIndex
+
+            return OnDiskIndex.open(root, meta)
         gen = meta.get("generation")
         if gen is None:
             raise IndexFormatError(
