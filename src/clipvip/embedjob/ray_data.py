@@ -78,7 +78,6 @@ def run_embed_ray(
     address: str | None = None,
     num_encoders: int | None = None,
     encoder_cls: type = EncoderActor,
-    decode_retries: int = 3,
     progress: bool = True,
 ) -> JobSummary:
     """Run the unfinished parts of ``job`` on Ray (a cluster at ``address``, or a local Ray started here).
@@ -111,12 +110,8 @@ def run_embed_ray(
         ctx.verbose_progress = False
         job_ref = ray.put(job)
         ds = ray.data.from_items([{"part": p} for p in todo], override_num_blocks=len(todo))
-        ds = ds.flat_map(
-            decode_part,
-            fn_kwargs={"job": job_ref},
-            num_cpus=1,
-            ray_remote_args_fn=lambda: {"max_retries": decode_retries},  # a dead decode worker's part runs again
-        )
+        # a decode task whose worker dies is resubmitted by Ray (a task's default max_retries is 3)
+        ds = ds.flat_map(decode_part, fn_kwargs={"job": job_ref}, num_cpus=1)
         resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
         ds = ds.map_batches(
             encoder_cls,

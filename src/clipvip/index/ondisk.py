@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 KIND = "ondisk"
 PQ_CHOICES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # bytes per vector, best first (autofaiss's list)
 ID_BYTES = 8  # each inverted-list entry stores an int64 id beside its code
+PQ_MIN_VECTORS = 10_000  # below this a PQ cannot be trained well (autofaiss's quantization threshold)
 
 
 def parse_size(text: str | int) -> int:
@@ -79,6 +80,8 @@ class IndexParams:
 
     @property
     def factory(self) -> str:
+        if self.pq_m == 0:  # too few vectors to train a PQ: uncompressed (still on-disk) lists
+            return f"IVF{self.nlist},Flat"
         return f"{f'OPQ{self.pq_m},' if self.opq else ''}IVF{self.nlist},PQ{self.pq_m}"
 
 
@@ -96,14 +99,19 @@ def default_nlist(n: int) -> int:
 
 
 def estimated_bytes(n: int, d: int, nlist: int, m: int, opq: bool) -> int:
-    """RAM of the index if it were loaded whole: codes + ids, centroids, PQ codebooks, OPQ matrix."""
-    return n * (m + ID_BYTES) + nlist * d * 4 + 256 * d * 4 + (d * d * 4 if opq else 0)
+    """RAM of the index if it were loaded whole: codes + ids, centroids, PQ codebooks, OPQ matrix (m = 0: fp32
+    vectors in the lists)."""
+    code = m if m else 4 * d
+    return n * (code + ID_BYTES) + nlist * d * 4 + (256 * d * 4 if m else 0) + (d * d * 4 if opq else 0)
 
 
 def choose_params(n: int, d: int, cfg: OnDiskConfig) -> IndexParams:
     """nlist from N; the largest PQ code (bytes per vector) that keeps the index within the budget."""
     nlist = cfg.nlist or default_nlist(n)
-    choices = [cfg.pq_m] if cfg.pq_m else [m for m in PQ_CHOICES if m < d and d % m == 0]
+    if n < PQ_MIN_VECTORS and not cfg.pq_m:
+        choices = [0]
+    else:
+        choices = [cfg.pq_m] if cfg.pq_m else [m for m in PQ_CHOICES if m < d and d % m == 0]
     for m in choices:
         size = estimated_bytes(n, d, nlist, m, cfg.opq)
         if size <= cfg.max_index_memory:
@@ -135,7 +143,7 @@ class OnDiskReport:
 
 def _train_sample(folder: EmbeddingFolder, params: IndexParams, cfg: OnDiskConfig) -> np.ndarray:
     n = len(folder)
-    want = min(n, max(params.nlist * cfg.train_per_list, 256 * 39), cfg.max_train)
+    want = min(n, max(params.nlist * cfg.train_per_list, 256 * 39 if params.pq_m else 0), cfg.max_train)
     rng = np.random.default_rng(cfg.seed)
     ids = np.sort(rng.choice(n, want, replace=False)) if want < n else np.arange(n)
     return folder.vectors(ids)
@@ -171,6 +179,10 @@ def build_from_embeddings(
     trained = build / "trained.index"
     if not trained.exists():
         index = faiss.index_factory(d, params.factory, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        if params.pq_m:  # polysemous training (for Hamming filtering, unused here) costs more than the rest
+            ivf.do_polysemous_training = False
+            ivf.pq.cp.niter = 10
         log.info("training %s on a sample", params.factory)
         index.train(_train_sample(folder, params, cfg))
         _write_index(index, trained)
@@ -400,9 +412,7 @@ class OnDiskIndex(VideoIndex):
                 continue
             seen.add(path)
             end, dur = row.get("end"), row.get("duration")
-            hits.append(
-                Hit(len(hits) + 1, r, r, path, float(s), float(row.get("start") or 0.0), end, dur, None)
-            )
+            hits.append(Hit(len(hits) + 1, r, r, path, float(s), float(row.get("start") or 0.0), end, dur, None))
             if len(hits) == k:
                 break
         return hits
