@@ -20,12 +20,16 @@ reaches ``target_recall`` recall@10 after re-ranking, against exact search over 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import re
 import shutil
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -208,7 +212,8 @@ def build_from_embeddings(
     lists.unlink(missing_ok=True)
     from faiss.contrib.ondisk import merge_ondisk
 
-    merge_ondisk(index, blocks, str(lists))
+    with _native_stdout_to_stderr():
+        merge_ondisk(index, blocks, str(lists))
     index_file = out / f"ivfpq-{gen}.index"
     _write_index(index, index_file)
     del index
@@ -254,13 +259,28 @@ def _write_index(index: Any, path: Path) -> None:
         faiss.write_index(index, str(tmp))
 
 
+@contextlib.contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """FAISS's C++ code prints progress notes ("resizing ...", "updating ondisk filename") to the process's stdout;
+    they would corrupt ``clipvip search --json``, so they go to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def read_ondisk(path: Path) -> Any:
     """The index with its inverted lists memory-mapped from the .ivfdata file beside it (wherever the folder is)."""
     import faiss
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: on-disk index file missing")
-    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    with _native_stdout_to_stderr():
+        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
 
 
 def exact_search_folder(folder: EmbeddingFolder, queries: np.ndarray, k: int) -> np.ndarray:
