@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from support import run_ranks
+from support import run_ranks, save_tiny_model
 from test_index import _direct_embedding, _video
 
 import clipvip
@@ -25,14 +25,11 @@ from clipvip_apps.cli import main
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model")
-    clipvip.CLIPViP(clipvip.tiny_config()).save_pretrained(d)
-    return d
-
-
 @pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
+
+
 def videos(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("videos")
     for i in range(7):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import save_tiny_model
 from test_index import _video
 
 import clipvip
@@ -25,6 +26,11 @@ from clipvip.index.ondisk import (
     parse_size,
 )
 from clipvip_apps.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 def test_params_from_budget():
@@ -71,14 +77,6 @@ def _meta(model_dir: Path) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model")
-    clipvip.CLIPViP(clipvip.tiny_config()).save_pretrained(d)
-    return d
-
-
 def test_ivfpq_on_disk_recall_and_move(tmp_path, model_dir):
     x = _clustered(12_000, 32, 0)
     folder = _synthetic_folder(tmp_path / "emb", x, _meta(model_dir), 5000)
@@ -111,7 +109,9 @@ def test_cli_embed_index_search_serve(tmp_path, model_dir, capfd):
     for i in range(6):
         _video(vids / f"clip{i}.mp4", i)
     emb = tmp_path / "emb"
-    assert main(["embed", str(vids), "--model", str(model_dir), "--out", str(emb), "--precision", "fp32", "--quiet"]) == 0
+    assert (
+        main(["embed", str(vids), "--model", str(model_dir), "--out", str(emb), "--precision", "fp32", "--quiet"]) == 0
+    )
     idx = tmp_path / "idx"
     assert main(["index", "--from-embeddings", str(emb), "--out", str(idx), "--quiet"]) == 0
     assert "6 vectors, IVF1,Flat on disk" in capsys.readouterr().out

@@ -287,7 +287,7 @@ def exact_search_folder(folder: EmbeddingFolder, queries: np.ndarray, k: int) ->
     """Ids of the exact top-k by inner product over the whole folder, streamed block by block."""
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_i = np.zeros((len(queries), 0), np.int64)
-    for first, x in folder.iter_blocks(262_144):
+    for first, x in folder.iter_blocks(65_536):
         s = queries @ x.T
         kk = min(k, s.shape[1])
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
@@ -437,7 +437,8 @@ class OnDiskIndex(VideoIndex):
                 break
         return hits
 
-    def similar(self, row: int, k: int = 10) -> list[Hit]:
-        if not 0 <= row < len(self):
-            raise KeyError(f"row {row} not in index {self.root} (0..{len(self) - 1})")
-        return self.search(self.folder.vectors(np.asarray([row]))[0], k, exclude_video=row)
+    def vector(self, row: int) -> np.ndarray:
+        return self.folder.vectors(np.asarray([row]))[0]
+
+    def video_of(self, row: int) -> int:
+        return row  # a "video" is addressed by its row; ``search`` drops every row of that row's path
