@@ -115,6 +115,13 @@ def test_cli_embed_index_search_serve(tmp_path, model_dir, capfd):
     idx = tmp_path / "idx"
     assert main(["index", "--from-embeddings", str(emb), "--out", str(idx), "--quiet"]) == 0
     assert "6 vectors, IVF1,Flat on disk" in capsys.readouterr().out
+    assert main(["index", "--from-embeddings", str(emb), "--out", str(idx), "--quiet"]) == 0  # rebuilt in place
+    capsys.readouterr()
+    assert sorted(p.name for p in idx.iterdir()) == ["index.json", "ivfpq-2.index", "lists-2.ivfdata"]
+    (tmp_path / "videoidx").mkdir()
+    (tmp_path / "videoidx" / "index.json").write_text(json.dumps({"format": 1, "generation": 1}))
+    assert main(["index", "--from-embeddings", str(emb), "--out", str(tmp_path / "videoidx")]) != 0
+    assert "holds a `clipvip index` of videos" in capsys.readouterr().err
     assert main(["search", str(idx), "a moving colour block", "-k", "3", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)["results"]
 

@@ -171,6 +171,7 @@ def build_from_embeddings(
         raise ValueError(f"{embeddings}: the embedding folder holds no vectors")
     params = choose_params(n, d, cfg)
     out = Path(out)
+    old_gen = _previous_generation(out)
     build = out / "build"
     build.mkdir(parents=True, exist_ok=True)
     plan = {"n": n, "d": d, "params": asdict(params), "embeddings": str(folder.root), "seed": cfg.seed}
@@ -206,7 +207,7 @@ def build_from_embeddings(
         bar.update(hi - lo)
     bar.close()
 
-    gen = 1
+    gen = old_gen + 1
     index = faiss.read_index(str(trained))
     lists = out / f"lists-{gen}.ivfdata"
     lists.unlink(missing_ok=True)
@@ -240,10 +241,25 @@ def build_from_embeddings(
         },
         "failed": [],
     }
-    atomic_write_json(out / META_NAME, meta)
+    atomic_write_json(out / META_NAME, meta)  # readers switch to the new generation here
     shutil.rmtree(build)
+    if old_gen:
+        (out / f"ivfpq-{old_gen}.index").unlink(missing_ok=True)
+        (out / f"lists-{old_gen}.ivfdata").unlink(missing_ok=True)
     disk = index_file.stat().st_size + lists.stat().st_size
     return OnDiskReport(out, n, params, nprobe, recall, time.perf_counter() - t0, disk)
+
+
+def _previous_generation(out: Path) -> int:
+    """0 for a new folder; the generation of an on-disk index being rebuilt; a video index is never overwritten."""
+    from clipvip.index.store import read_meta
+
+    if not (out / META_NAME).exists():
+        return 0
+    meta = read_meta(out)
+    if meta.get("kind") != KIND:
+        raise ValueError(f"{out}: holds a `clipvip index` of videos; use a new --out folder for --from-embeddings")
+    return int(meta.get("generation") or 0)
 
 
 def _blocks_between(folder: EmbeddingFolder, lo: int, hi: int, step: int = 65_536) -> Any:
