@@ -198,7 +198,9 @@ def bench_embed(args: argparse.Namespace) -> dict:
         clipvip.tiny_config(vision=vision, num_frames=args.frames, temporal_size=args.frames)
     ).save_pretrained(work / "model")
     parts = plan_parts([str(work / "clips")], rows_per_part=50)
-    base = dict(model=str(work / "model"), batch_size=8, precision="fp32", decode_workers=2, threads=2)
+    # 2 cores: the encoder on one torch thread, decoding on 2 threads (measured: 2 encoder threads on a loaded
+    # 2-core machine swing 1-8x between runs, as both must be scheduled at every parallel region)
+    base = dict(model=str(work / "model"), batch_size=8, precision="fp32", decode_workers=2, threads=1)
 
     def fresh(name: str):  # noqa: ANN202
         shutil.rmtree(work / name, ignore_errors=True)
@@ -218,10 +220,13 @@ def bench_embed(args: argparse.Namespace) -> dict:
             t = time.perf_counter()
             n = sum(len(c.rows) for p in range(job.num_parts) for c in job.decoded_chunks(p, 2))
             r["decode_only"] = n / (time.perf_counter() - t)
-            t = time.perf_counter()
-            for c in clips:
-                enc(c)
-            r["encode_only"] = n / (time.perf_counter() - t)
+            best = float("inf")
+            for _ in range(2):  # best of two: the stage alone at its fastest (a conservative baseline)
+                t = time.perf_counter()
+                for c in clips:
+                    enc(c)
+                best = min(best, time.perf_counter() - t)
+            r["encode_only"] = n / best
             s = run_job(fresh("local"), progress=False)
             r["local"] = s.total("done") / s.seconds
             tot = {

@@ -16,6 +16,7 @@ headers (nothing loaded), embeddings are memory-mapped, metadata is read one par
 from __future__ import annotations
 
 import json
+import mmap
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,14 @@ class EmbeddingFolder:
         return k, ids - self.offsets[k]
 
     def part_array(self, k: int) -> np.ndarray:
+        """Part ``k`` memory-mapped for random row reads: no readahead (measured: with the default, re-ranking 100
+        rows per query pulled most of a 1 GB folder into the search process's RSS within 400 queries)."""
         if k not in self._mmaps:
-            self._mmaps[k] = np.load(emb_path(self.root, self.parts[k]), mmap_mode="r")
+            arr = np.load(emb_path(self.root, self.parts[k]), mmap_mode="r")
+            mm = getattr(arr, "_mmap", None)
+            if mm is not None and hasattr(mmap, "MADV_RANDOM"):
+                mm.madvise(mmap.MADV_RANDOM)
+            self._mmaps[k] = arr
         return self._mmaps[k]
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -141,7 +148,7 @@ class EmbeddingFolder:
         """(first id, fp32 block) over the whole folder in order, at most ``block_rows`` rows each: what an index
         build streams, so the folder never has to fit in RAM."""
         for k in range(len(self.parts)):
-            arr = self.part_array(k)
+            arr = np.load(emb_path(self.root, self.parts[k]), mmap_mode="r")  # sequential: default readahead
             for lo in range(0, arr.shape[0], block_rows):
                 yield int(self.offsets[k]) + lo, np.asarray(arr[lo : lo + block_rows], dtype=np.float32)
 

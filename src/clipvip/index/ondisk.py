@@ -69,7 +69,8 @@ class OnDiskConfig:
     opq: bool = False  # rotate before PQ (better codes; training costs d^2 per sample and iteration)
     train_per_list: int = 40  # k-means sample = nlist * this (FAISS warns below 39)
     max_train: int = 500_000  # at most this many training vectors
-    rerank: int = 100  # candidates re-scored exactly per query (at least 10 * k)
+    rerank: tuple[int, ...] = (100, 250, 500, 1000)  # re-rank depths tried, cheapest first (each at least 10 * k)
+    max_nprobe: int = 256  # a depth that needs more lists than this is skipped for the next one
     target_recall: float = 0.97  # recall@10 after re-rank that nprobe is tuned to (margin: tuning queries are a proxy)
     tune_queries: int = 200
     seed: int = 0
@@ -133,6 +134,7 @@ class OnDiskReport:
     count: int
     params: IndexParams
     nprobe: int
+    rerank: int
     recall: float
     seconds: float
     disk_bytes: int
@@ -141,7 +143,7 @@ class OnDiskReport:
         return (
             f"index {self.index}: {self.count} vectors, {self.params.factory} on disk "
             f"({self.disk_bytes / 2**20:.1f} MiB, est. RAM {self.params.estimated_bytes / 2**20:.1f} MiB), "
-            f"nprobe={self.nprobe} -> recall@10 {self.recall:.3f} after re-rank, in {self.seconds:.1f}s"
+            f"nprobe={self.nprobe}, re-rank {self.rerank} -> recall@10 {self.recall:.3f} after re-rank, in {self.seconds:.1f}s"
         )
 
 
@@ -219,7 +221,7 @@ def build_from_embeddings(
     _write_index(index, index_file)
     del index
     index = read_ondisk(index_file)
-    nprobe, recall = tune_nprobe(index, folder, params.nlist, cfg)
+    nprobe, depth, recall = tune_nprobe(index, folder, params.nlist, cfg)
     meta = {
         "format": FORMAT_VERSION,
         "kind": KIND,
@@ -235,7 +237,7 @@ def build_from_embeddings(
             "file": index_file.name,
             "lists": lists.name,
             "factory": params.factory,
-            "rerank": cfg.rerank,
+            "rerank": depth,
             "recall_at_10": recall,
             "estimated_ram_bytes": params.estimated_bytes,
         },
@@ -247,7 +249,7 @@ def build_from_embeddings(
         (out / f"ivfpq-{old_gen}.index").unlink(missing_ok=True)
         (out / f"lists-{old_gen}.ivfdata").unlink(missing_ok=True)
     disk = index_file.stat().st_size + lists.stat().st_size
-    return OnDiskReport(out, n, params, nprobe, recall, time.perf_counter() - t0, disk)
+    return OnDiskReport(out, n, params, nprobe, depth, recall, time.perf_counter() - t0, disk)
 
 
 def _previous_generation(out: Path) -> int:
@@ -324,9 +326,12 @@ def rerank(folder: EmbeddingFolder, query: np.ndarray, ids: np.ndarray) -> tuple
     return s[order], ids[order]
 
 
-def tune_nprobe(index: Any, folder: EmbeddingFolder, nlist: int, cfg: OnDiskConfig) -> tuple[int, float]:
-    """Smallest nprobe whose recall@10 after re-ranking ``cfg.rerank`` candidates reaches ``cfg.target_recall``.
-    Queries are sampled rows moved off themselves (as ``clipvip.index.ann.tune`` does; a stored row is too easy)."""
+def tune_nprobe(index: Any, folder: EmbeddingFolder, nlist: int, cfg: OnDiskConfig) -> tuple[int, int, float]:
+    """(nprobe, re-rank depth, recall): for each depth in ``cfg.rerank`` (cheapest first), the smallest nprobe whose
+    recall@10 after re-ranking reaches ``cfg.target_recall``; the first depth that gets there within
+    ``cfg.max_nprobe`` wins (more lists cannot help once the true neighbours fall outside the depth's PQ top list).
+    Falls back to the largest depth and nprobe. Queries are sampled rows moved off themselves by the distance to
+    their k-th neighbour (as ``clipvip.index.ann.tune`` does; a stored row is an unrealistically easy query)."""
     import faiss
 
     rng = np.random.default_rng(cfg.seed + 1)
@@ -337,19 +342,22 @@ def tune_nprobe(index: Any, folder: EmbeddingFolder, nlist: int, cfg: OnDiskConf
     kth = folder.vectors(exact_search_folder(folder, rows, k + 1)[:, -1])
     step = rng.standard_normal(rows.shape).astype(np.float32)
     step *= np.linalg.norm(rows - kth, axis=1, keepdims=True) / np.linalg.norm(step, axis=1, keepdims=True)
-    queries = rows + step  # moved off by the distance to its k-th neighbour
+    queries = rows + step
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     truth = exact_search_folder(folder, queries, k)
     ivf = faiss.extract_index_ivf(index)
-    recall, nprobe = 0.0, 1
-    for nprobe in [p for p in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024) if p <= nlist]:
-        ivf.nprobe = nprobe
-        _, cand = index.search(queries, max(cfg.rerank, k))
-        found = np.stack([_pad(rerank(folder, q, c)[1][:k], k) for q, c in zip(queries, cand, strict=True)])
-        recall = recall_at_k(found, truth)
-        if recall >= cfg.target_recall:
-            break
-    return nprobe, recall
+    probes = [p for p in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024) if p <= nlist]
+    best = (probes[-1], max(cfg.rerank), 0.0)
+    for depth in sorted(cfg.rerank):
+        for nprobe in [p for p in probes if p <= cfg.max_nprobe] or probes[:1]:
+            ivf.nprobe = nprobe
+            _, cand = index.search(queries, max(depth, k))
+            found = np.stack([_pad(rerank(folder, q, c)[1][:k], k) for q, c in zip(queries, cand, strict=True)])
+            recall = recall_at_k(found, truth)
+            if recall >= cfg.target_recall:
+                return nprobe, depth, recall
+            best = max(best, (nprobe, depth, recall), key=lambda t: t[2])
+    return best
 
 
 def _pad(ids: np.ndarray, k: int) -> np.ndarray:
