@@ -107,7 +107,8 @@ def _shards(spec: str) -> list[str]:
 
 
 def plan_parts(specs: Sequence[str], rows_per_part: int = 1000) -> list[PartSource]:
-    """Cut the input into parts (see the module docstring). ``specs``: one folder, manifests, or shards/globs."""
+    """Cut the input into parts (see the module docstring). ``specs``: folders, video files, manifests, or
+    shards/globs."""
     if rows_per_part < 1:
         raise ValueError(f"rows_per_part must be >= 1, got {rows_per_part}")
     if not specs:
@@ -130,6 +131,8 @@ def plan_parts(specs: Sequence[str], rows_per_part: int = 1000) -> list[PartSour
             shards += found
         elif _is_url(spec) or os.path.isdir(spec):
             samples += [Sample(Path(p).stem, p) for p in _glob_videos(spec)]
+        elif os.path.isfile(spec):  # one video file
+            samples.append(Sample(Path(spec).stem, os.path.abspath(spec)))
         else:
             raise FileNotFoundError(f"{spec}: not a folder, a manifest ({', '.join(MANIFEST_SUFFIXES)}) or shards")
     if shards and samples:

@@ -184,8 +184,12 @@ def iter_decoded_chunks(
         ahead: deque[tuple[int, Sample, Future]] = deque()
         it = enumerate(iter_samples(source))
 
+        # run ahead by two chunks: while the consumer encodes chunk i (this generator suspended), the next chunk
+        # must already be decoding (measured: with 2 * workers = 4 of an 8-clip chunk ahead, the encoder waited)
+        depth = max(2 * workers, 2 * cfg.batch_size)
+
         def fill() -> None:
-            while len(ahead) < 2 * workers:
+            while len(ahead) < depth:
                 nxt = next(it, None)
                 if nxt is None:
                     return
