@@ -25,11 +25,11 @@ from clipvip_apps.cli import main
 
 
 @pytest.fixture(scope="module")
-@pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
+@pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("videos")
     for i in range(7):
