@@ -139,9 +139,11 @@ def bench_index(args: argparse.Namespace) -> dict:
     for name, q in (("in_distribution", q_in), ("modality_gap", q_gap)):
         np.save(work / f"{name}.npy", q)
         qfiles.append(str(work / f"{name}.npy"))
-    if idx.exists():
-        shutil.rmtree(idx)
-    build = _child(BUILD, str(emb), str(idx), args.max_index_memory, str(args.nlist or 0))
+    if args.reuse_index and (idx / "index.json").exists():  # search again without rebuilding
+        build = json.loads(Path(args.reuse_index).read_text())["build"]
+    else:
+        shutil.rmtree(idx, ignore_errors=True)
+        build = _child(BUILD, str(emb), str(idx), args.max_index_memory, str(args.nlist or 0))
     search = _child(SEARCH, str(idx), *qfiles)
     t = time.perf_counter()
     result = {
@@ -272,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--workdir", default=None, help="keep/reuse the generated folder here")
     a.add_argument("--keep", action="store_true")
+    a.add_argument("--reuse-index", metavar="RESULT_JSON", help="keep the index in --workdir; copy build figures")
     a.add_argument("--out", default=None)
     e = sub.add_parser("embed")
     e.add_argument("--videos", type=int, default=200)

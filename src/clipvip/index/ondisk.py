@@ -7,7 +7,8 @@ WHY this shape. At 100M x 512 the fp32 vectors are 200 GB; what must be in RAM t
   the ``nprobe`` lists it scans, the OS pages them in, and the process's own memory is the coarse centroids
   (``nlist * d * 4`` bytes) and the PQ codebooks.
 - Exact re-rank: PQ distances are approximate, so the top ``rerank`` candidates are re-scored against the fp16
-  embeddings of the folder, memory-mapped too (``rerank * d * 2`` bytes read per query).
+  embeddings of the folder (``rerank * d * 2`` bytes per query, read with ``pread`` from the page cache: a mapping
+  would count every row ever touched in the search process's RSS; see ``EmbeddingFolder.read_rows``).
 - Metadata is read per hit, one parquet row group at a time (``EmbeddingFolder.row``), never all at once.
 
 Parameters come from the budget the way autofaiss chooses them (``choose_params``): ``nlist`` from N (about
@@ -321,7 +322,7 @@ def rerank(folder: EmbeddingFolder, query: np.ndarray, ids: np.ndarray) -> tuple
     ids = ids[ids >= 0]
     if not len(ids):
         return np.zeros(0, np.float32), ids
-    s = folder.vectors(ids) @ query
+    s = folder.read_rows(ids) @ query
     order = np.argsort(-s, kind="stable")
     return s[order], ids[order]
 
@@ -462,7 +463,7 @@ class OnDiskIndex(VideoIndex):
         return hits
 
     def vector(self, row: int) -> np.ndarray:
-        return self.folder.vectors(np.asarray([row]))[0]
+        return self.folder.read_rows(np.asarray([row]))[0]
 
     def video_of(self, row: int) -> int:
         return row  # a "video" is addressed by its row; ``search`` drops every row of that row's path
