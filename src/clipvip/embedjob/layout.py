@@ -163,9 +163,10 @@ class EmbeddingFolder:
         return out
 
     def close(self) -> None:
-        for fd in self._fds.values():
+        fds = getattr(self, "_fds", {})  # absent when __init__ failed
+        for fd in fds.values():
             os.close(fd)
-        self._fds.clear()
+        fds.clear()
 
     def __del__(self) -> None:
         self.close()
