@@ -47,6 +47,8 @@ def test_params_from_budget():
     with pytest.raises(ValueError, match="too small"):
         choose_params(n, d, OnDiskConfig(max_index_memory=parse_size("100M")))
     assert choose_params(5000, d, OnDiskConfig()).factory.endswith(",Flat")  # too few vectors to train a PQ
+    opq = choose_params(n, d, OnDiskConfig(max_index_memory=parse_size("1G"), opq=True))
+    assert opq.factory == "OPQ64,IVF65536,PQ64" and opq.estimated_bytes == estimated_bytes(n, d, 65_536, 64, True)
 
 
 def _clustered(n: int, d: int, seed: int) -> np.ndarray:

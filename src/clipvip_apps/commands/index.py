@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="index a `clipvip embed` folder instead: compressed IVF-PQ, on-disk lists, exact re-rank",
     )
     p.add_argument("--max-index-memory", default="4G", help="RAM budget of a --from-embeddings index (e.g. 4G)")
+    p.add_argument("--opq", action="store_true", help="--from-embeddings: rotate (OPQ) before PQ; slower to train")
     p.add_argument("--out", required=True, help="index folder (created or updated)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per video/window (default: the model's)")
     p.add_argument(
@@ -67,6 +68,6 @@ def _run_from_embeddings(args: argparse.Namespace) -> int:
 
     if args.video_dir or args.model:
         raise ValueError("--from-embeddings takes the model from the embedding folder; drop VIDEO_DIR/--model")
-    cfg = OnDiskConfig(max_index_memory=parse_size(args.max_index_memory))
+    cfg = OnDiskConfig(max_index_memory=parse_size(args.max_index_memory), opq=args.opq)
     print(build_from_embeddings(args.from_embeddings, args.out, cfg, progress=not args.quiet).summary())
     return 0
