@@ -7,9 +7,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def save_tiny_model(folder: Path) -> Path:
+    """A seeded tiny CLIP-ViP saved to ``folder`` (for tests that load a model by path)."""
+    import torch
+
+    import clipvip
+
+    torch.manual_seed(0)
+    clipvip.CLIPViP(clipvip.tiny_config()).save_pretrained(folder)
+    return folder
 
 
 def free_port() -> int:

@@ -130,6 +130,10 @@ class VideoIndex:
     def open(cls, root: str | Path, use_ann: bool = True) -> VideoIndex:
         root = Path(root).resolve()
         meta = read_meta(root)
+        if meta.get("kind") == "ondisk":  # built by `clipvip index --from-embeddings` (clipvip.index.ondisk)
+            from clipvip.index.ondisk import OnDiskIndex
+
+            return OnDiskIndex.open(root, meta)
         gen = meta.get("generation")
         if gen is None:
             raise IndexFormatError(
@@ -222,7 +226,15 @@ class VideoIndex:
         """ "More like this": the stored embedding of ``row`` as the query, its own video excluded."""
         if not 0 <= row < len(self):
             raise KeyError(f"row {row} not in index {self.root} (0..{len(self) - 1})")
-        return self.search(np.asarray(self.emb[row]), k, exclude_video=int(self.row_video[row]))
+        return self.search(self.vector(row), k, exclude_video=self.video_of(row))
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored embedding of ``row`` (fp32)."""
+        return np.asarray(self.emb[row], dtype=np.float32)
+
+    def video_of(self, row: int) -> int:
+        """The ``Hit.video`` id of ``row``."""
+        return int(self.row_video[row])
 
 
 def load_index_model(index: VideoIndex, model_path: str | Path | None = None) -> Any:

@@ -9,8 +9,15 @@ from clipvip_apps.commands._inference import add_inference_args, prepare_for_inf
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="index a folder of videos for search (incremental: re-runs encode only changes)")
-    p.add_argument("video_dir", help="folder to walk (recursive)")
-    p.add_argument("--model", required=True, help="checkpoint (any format clipvip.load reads)")
+    p.add_argument("video_dir", nargs="?", help="folder to walk (recursive)")
+    p.add_argument("--model", help="checkpoint (any format clipvip.load reads)")
+    p.add_argument(
+        "--from-embeddings",
+        metavar="DIR",
+        help="index a `clipvip embed` folder instead: compressed IVF-PQ, on-disk lists, exact re-rank",
+    )
+    p.add_argument("--max-index-memory", default="4G", help="RAM budget of a --from-embeddings index (e.g. 4G)")
+    p.add_argument("--opq", action="store_true", help="--from-embeddings: rotate (OPQ) before PQ; slower to train")
     p.add_argument("--out", required=True, help="index folder (created or updated)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per video/window (default: the model's)")
     p.add_argument(
@@ -28,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.from_embeddings:
+        return _run_from_embeddings(args)
+    if not args.video_dir or not args.model:
+        raise ValueError("give VIDEO_DIR and --model (or --from-embeddings DIR)")
     import clipvip
     from clipvip.index import IndexConfig, build_index, model_fingerprint
 
@@ -49,4 +60,14 @@ def run(args: argparse.Namespace) -> int:
         args.video_dir, args.out, model, args.model, cfg, progress=not args.quiet, fingerprint=fingerprint
     )
     print(report.summary())
+    return 0
+
+
+def _run_from_embeddings(args: argparse.Namespace) -> int:
+    from clipvip.index.ondisk import OnDiskConfig, build_from_embeddings, parse_size
+
+    if args.video_dir or args.model:
+        raise ValueError("--from-embeddings takes the model from the embedding folder; drop VIDEO_DIR/--model")
+    cfg = OnDiskConfig(max_index_memory=parse_size(args.max_index_memory), opq=args.opq)
+    print(build_from_embeddings(args.from_embeddings, args.out, cfg, progress=not args.quiet).summary())
     return 0

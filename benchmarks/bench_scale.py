@@ -1,0 +1,298 @@
+"""Scale benchmark: the on-disk IVF-PQ index (``clipvip index --from-embeddings``) and the ``clipvip embed`` job.
+
+index: N x 512 SYNTHETIC clustered unit vectors (``bench_ann.ClusteredEmbeddings``, the ANN benchmark's generator)
+written as an embedding folder (fp16 parts of 100k rows, the ``clipvip embed`` layout), then built in a child
+process (build time, peak RSS) and searched in another child process (peak RSS, one query per call p50/p95, the
+way a search box issues them). Recall@10 is against NumPy brute force over the same fp16 vectors (independent of
+FAISS), for in-distribution queries and for queries shifted by a constant vector (a stand-in for the text/video
+modality gap, as in bench_ann). The search process's RSS includes the pages of the memory-mapped lists and
+embeddings it touched (Linux counts them), not the text model that ``clipvip search`` also loads.
+
+embed: videos/s of the embed job on generated clips, one process (``--engine local``) and Ray Data with 2 CPUs,
+against decode-only and encode-only throughput measured in the same run on the same videos with the same code
+(``decode_sample`` on the same number of threads; ``Encoder`` on pre-decoded clips).
+
+    .venv/bin/python benchmarks/bench_scale.py index --n 1000000 --nlist 4096 --max-index-memory 200M
+    .venv/bin/python benchmarks/bench_scale.py embed --videos 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import machine_info, write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _child(code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh Python (its own peak RSS); it prints one JSON line last."""
+    env = {"PYTHONPATH": SRC + ":" + str(Path(__file__).resolve().parent)}
+    import os
+
+    env = {**os.environ, **env}
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise RuntimeError(f"child failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+_RSS = "int(re.search(r'{}:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024"
+_PEAK = "import re; peak = " + _RSS.format("VmHWM")
+_BASE = "import re; base = " + _RSS.format("VmRSS")  # after the imports, before any index work
+
+BUILD = f"""
+import json, sys, time
+from clipvip.index.ondisk import OnDiskConfig, build_from_embeddings, parse_size
+{_BASE}
+cfg = OnDiskConfig(max_index_memory=parse_size(sys.argv[3]), nlist=int(sys.argv[4]) or None)
+t = time.perf_counter()
+r = build_from_embeddings(sys.argv[1], sys.argv[2], cfg, progress=False)
+{_PEAK}
+print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss_mib": peak, "rss_after_imports_mib": base, "factory": r.params.factory,
+    "nprobe": r.nprobe, "tuned_recall": r.recall, "estimated_ram_mib": r.params.estimated_bytes / 2**20}}))
+"""
+
+SEARCH = f"""
+import json, sys, time
+import numpy as np
+from clipvip.index import VideoIndex
+{_BASE}
+t = time.perf_counter()
+index = VideoIndex.open(sys.argv[1])
+open_s = time.perf_counter() - t
+out = {{}}
+for name in sys.argv[2:]:
+    qs = np.load(name)
+    ids, ms = [], []
+    for q in qs:
+        t = time.perf_counter()
+        hits = index.search(q, 10, per_video=False)
+        ms.append((time.perf_counter() - t) * 1e3)
+        ids.append([h.row for h in hits] + [-1] * (10 - len(hits)))
+    ms = np.asarray(ms[5:])  # the first queries page the quantiser in
+    out[name] = {{"ids": ids, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}}
+{_PEAK}
+print(json.dumps({{"open_seconds": open_s, "peak_rss_mib": peak, "rss_after_imports_mib": base, "runs": out}}))
+"""
+
+
+def _write_folder(root: Path, n: int, dim: int, seed: int, part_rows: int = 100_000):
+    from bench_ann import ClusteredEmbeddings
+
+    from clipvip.embedjob.layout import write_part
+
+    gen = ClusteredEmbeddings(dim, max(16, n // 250), seed=seed)
+    rng = np.random.default_rng(seed)
+    for sub in ("embeddings", "metadata", "stats"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    meta = {
+        "model": {"path": "synthetic", "fingerprint": "synthetic", "config": {"embed_dim": dim}},
+        "settings": {"num_frames": 12, "image_size": 224, "window": None, "stride": None},
+    }
+    (root / "embed.json").write_text(json.dumps(meta))
+    for p, lo in enumerate(range(0, n, part_rows)):
+        m = min(part_rows, n - lo)
+        rows = [{"key": str(i), "path": f"/videos/{i:09d}.mp4"} for i in range(lo, lo + m)]
+        write_part(root, p, gen.sample(m, rng), rows, {"part": p}, "fp16")
+    return gen
+
+
+def _exact(folder_root: Path, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    from clipvip.embedjob.layout import EmbeddingFolder
+    from clipvip.index.ondisk import exact_search_folder
+
+    return exact_search_folder(EmbeddingFolder(folder_root), queries, k)
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def bench_index(args: argparse.Namespace) -> dict:
+    from clipvip.index.ann import recall_at_k
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scale_"))
+    emb, idx = work / "emb", work / "idx"
+    t = time.perf_counter()
+    if not (emb / "embed.json").exists():
+        gen = _write_folder(emb, args.n, args.dim, args.seed)
+    else:
+        from bench_ann import ClusteredEmbeddings
+
+        gen = ClusteredEmbeddings(args.dim, max(16, args.n // 250), seed=args.seed)
+    gen_s = time.perf_counter() - t
+    rng = np.random.default_rng(args.seed + 99)
+    q_in = gen.sample(args.queries, rng)
+    q_gap = q_in + gen.gap
+    q_gap /= np.linalg.norm(q_gap, axis=1, keepdims=True)
+    qfiles = []
+    for name, q in (("in_distribution", q_in), ("modality_gap", q_gap)):
+        np.save(work / f"{name}.npy", q)
+        qfiles.append(str(work / f"{name}.npy"))
+    if args.reuse_index and (idx / "index.json").exists():  # search again without rebuilding
+        build = json.loads(Path(args.reuse_index).read_text())["build"]
+    else:
+        shutil.rmtree(idx, ignore_errors=True)
+        build = _child(BUILD, str(emb), str(idx), args.max_index_memory, str(args.nlist or 0))
+    search = _child(SEARCH, str(idx), *qfiles)
+    t = time.perf_counter()
+    result = {
+        "n": args.n,
+        "dim": args.dim,
+        "max_index_memory": args.max_index_memory,
+        "generate_seconds": gen_s,
+        "build": build,
+        "disk_mib": {
+            "index": _du(idx) / 2**20,
+            "embeddings_fp16": _du(emb / "embeddings") / 2**20,
+            "metadata": _du(emb / "metadata") / 2**20,
+        },
+        "search": {k: search[k] for k in ("open_seconds", "peak_rss_mib", "rss_after_imports_mib")},
+    }
+    for name, q in (("in_distribution", q_in), ("modality_gap", q_gap)):
+        run = search["runs"][str(work / f"{name}.npy")]
+        truth = _exact(emb, q)
+        result["search"][name] = {
+            "recall_at_10": recall_at_k(np.asarray(run["ids"]), truth),
+            "p50_ms": run["p50_ms"],
+            "p95_ms": run["p95_ms"],
+        }
+    result["exact_seconds"] = time.perf_counter() - t
+    if not args.keep:
+        shutil.rmtree(work)
+    return result
+
+
+def _clips(root: Path, n: int, frames: int, size: int) -> None:
+    from clipvip.video import write_video
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+        write_video(root / f"clip{i:05d}.mp4", np.stack([np.roll(base, 3 * t, axis=1) for t in range(frames)]), fps=10)
+
+
+def bench_embed(args: argparse.Namespace) -> dict:
+    """One process and Ray Data against decode-only and encode-only on the same clips, interleaved per round."""
+    import torch
+
+    import clipvip
+    from clipvip.config import VisionConfig
+    from clipvip.embedjob import EmbedConfig, Encoder, plan_parts, prepare_job
+    from clipvip.embedjob.ray_data import run_embed_ray
+    from clipvip.jobs import run_job
+
+    work = Path(tempfile.mkdtemp(prefix="bench_embed_"))
+    _clips(work / "clips", args.videos, args.frames, args.size)
+    torch.manual_seed(0)
+    vision = VisionConfig(image_size=args.size, patch_size=32, width=64, layers=2, heads=2)
+    clipvip.CLIPViP(
+        clipvip.tiny_config(vision=vision, num_frames=args.frames, temporal_size=args.frames)
+    ).save_pretrained(work / "model")
+    parts = plan_parts([str(work / "clips")], rows_per_part=50)
+    one_chunk = [str(p) for p in sorted((work / "clips").glob("*.mp4"))[:8]]
+    # 2 cores: the encoder on one torch thread, decoding on 2 threads (measured: 2 encoder threads on a loaded
+    # 2-core machine swing 1-8x between runs, as both must be scheduled at every parallel region)
+    base = dict(model=str(work / "model"), batch_size=8, precision="fp32", decode_workers=2, threads=1)
+
+    def fresh(name: str):  # noqa: ANN202
+        shutil.rmtree(work / name, ignore_errors=True)
+        return prepare_job(EmbedConfig(out=str(work / name), **base), parts)
+
+    job = fresh("probe")
+    clips = [c.clips for p in range(job.num_parts) for c in job.decoded_chunks(p, 2) if c.clips is not None]
+    enc = Encoder(job.cfg)
+    enc(clips[0])  # warm-up: the first call initialises the CPU kernels
+    rounds = []
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": SRC}})
+    try:
+        for _ in range(args.rounds):
+            r = {}
+            t = time.perf_counter()
+            n = sum(len(c.rows) for p in range(job.num_parts) for c in job.decoded_chunks(p, 2))
+            r["decode_only"] = n / (time.perf_counter() - t)
+            best = float("inf")
+            for _ in range(2):  # best of two: the stage alone at its fastest (a conservative baseline)
+                t = time.perf_counter()
+                for c in clips:
+                    enc(c)
+                best = min(best, time.perf_counter() - t)
+            r["encode_only"] = n / best
+            s = run_job(fresh("local"), progress=False)
+            r["local"] = s.total("done") / s.seconds
+            tot = {
+                k: sum(st[k] for st in s.stats.values()) for k in ("decode_seconds", "encode_seconds", "wait_seconds")
+            }
+            r["local_times"] = tot
+            small = prepare_job(EmbedConfig(out=str(work / "ray_small"), **base), plan_parts(one_chunk, 8))
+            shutil.rmtree(work / "ray_small" / "stats")
+            (work / "ray_small" / "stats").mkdir()
+            # an 8-video run first: Ray Data's start-up (actors, model load, cold workers) without the work
+            r["ray_fixed_seconds"] = run_embed_ray(small, progress=False).seconds
+            s = run_embed_ray(fresh("ray"), progress=False)
+            r["ray_2cpu"] = s.total("done") / s.seconds
+            r["ray_times"] = {k: sum(st[k] for st in s.stats.values()) for k in ("decode_seconds", "encode_seconds")}
+            slower = min(r["decode_only"], r["encode_only"])
+            r["local_vs_slower_stage"] = r["local"] / slower
+            r["ray_vs_slower_stage"] = r["ray_2cpu"] / slower
+            rounds.append(r)
+            print(json.dumps(r), flush=True)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work)
+    med = {k: float(np.median([r[k] for r in rounds])) for k in rounds[0] if not k.endswith("_times")}
+    return {
+        "videos": args.videos,
+        "clip": f"{args.frames} frames, {args.size}x{args.size}, mp4 (write_video)",
+        "model": f"CLIP-ViP ViT {vision.width}w x {vision.layers}L, patch 32, {args.size}px, {args.frames} frames",
+        "videos_per_second_median": med,
+        "rounds": rounds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("index")
+    a.add_argument("--n", type=int, default=1_000_000)
+    a.add_argument("--dim", type=int, default=512)
+    a.add_argument("--max-index-memory", default="200M")
+    a.add_argument("--nlist", type=int, default=None, help="default: the library's choice from N")
+    a.add_argument("--queries", type=int, default=200)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--workdir", default=None, help="keep/reuse the generated folder here")
+    a.add_argument("--keep", action="store_true")
+    a.add_argument("--reuse-index", metavar="RESULT_JSON", help="keep the index in --workdir; copy build figures")
+    a.add_argument("--out", default=None)
+    e = sub.add_parser("embed")
+    e.add_argument("--videos", type=int, default=200)
+    e.add_argument("--frames", type=int, default=10)
+    e.add_argument("--size", type=int, default=128)
+    e.add_argument("--rounds", type=int, default=3)
+    e.add_argument("--out", default=str(RESULTS / "scale_embed.json"))
+    args = ap.parse_args(argv)
+    if args.what == "index":
+        result = {"machine": machine_info(), **bench_index(args)}
+        out = args.out or str(RESULTS / f"scale_index_{args.n // 1000}k.json")
+    else:
+        result = {"machine": machine_info(), **bench_embed(args)}
+        out = args.out
+    write_json(Path(out), result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

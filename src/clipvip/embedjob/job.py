@@ -1,0 +1,330 @@
+"""``clipvip embed``: videos -> embedding parts, resumable, on one process, torchrun/Slurm slices, or Ray Data.
+
+WHY the work is split into "decode a chunk" and "encode a chunk": the two stages run in different places depending
+on the engine (threads of this process, or Ray CPU tasks feeding encoder actors), but a chunk is always the same
+``batch_size`` consecutive samples of a part, decoded by the same function and encoded as the same batch. The
+batch a clip is encoded in is therefore independent of the engine, which is what makes every engine's embeddings
+bit-identical (CPU matmuls can round differently for a different batch composition).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from clipvip.embedjob.inputs import PartSource, Sample, iter_samples
+from clipvip.embedjob.layout import META_FILE, stats_path, write_part
+from clipvip.io import atomic_write_json
+
+
+@dataclass
+class EmbedConfig:
+    """How videos become embedding rows. Recorded in embed.json; a rerun into the same folder must agree."""
+
+    model: str
+    out: str
+    num_frames: int | None = None  # None: the model's
+    window: float | None = None  # seconds: one row per window of a long video (None: one row per video)
+    stride: float | None = None
+    batch_size: int = 8  # samples per chunk = per encoder batch
+    dtype: Literal["fp16", "fp32"] = "fp16"
+    decode_workers: int = 2  # decode threads of the one-process engine
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    threads: int | None = None  # torch threads of the encoder (None: torch's default)
+    timeout: float = 60.0  # seconds allowed per file
+    device: str | None = None  # None: cuda when available, else cpu
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.dtype not in ("fp16", "fp32"):
+            raise ValueError(f"dtype must be fp16 or fp32, got {self.dtype!r}")
+        if self.window is not None and self.window <= 0:
+            raise ValueError(f"window must be > 0 seconds, got {self.window}")
+        if self.stride is not None and (self.window is None or self.stride <= 0):
+            raise ValueError("stride needs a window and must be > 0")
+
+
+@dataclass
+class DecodedChunk:
+    """One chunk of a part after decoding: uint8 clips [n, T, 3, H, W] (None if nothing decoded), one metadata row
+    per clip, the samples that failed, and whether it is the part's last chunk."""
+
+    part: int
+    index: int
+    clips: np.ndarray | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    last: bool = False
+    decode_seconds: float = 0.0
+
+
+class Encoder:
+    """The model, loaded once per process (or Ray actor), turning uint8 clips into L2-normalised fp32 rows."""
+
+    def __init__(self, cfg: EmbedConfig) -> None:
+        import torch
+
+        import clipvip
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = clipvip.load(cfg.model, num_frames=cfg.num_frames).to(device)
+        self.model = clipvip.optimize_for_inference(model, dtype=cfg.precision)
+        self.device = device
+        self.batch_size = cfg.batch_size
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        import torch
+
+        from clipvip.video import normalize
+
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, len(clips), self.batch_size):
+                x = normalize(torch.from_numpy(np.ascontiguousarray(clips[lo : lo + self.batch_size])))
+                out.append(self.model.encode_video(x.to(self.device)).float().cpu().numpy())
+        return np.concatenate(out)
+
+
+def frame_settings(cfg: EmbedConfig, model_config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide what a row means; the same keys as a `clipvip index` (search reads num_frames)."""
+    return {
+        "num_frames": cfg.num_frames or model_config["num_frames"],
+        "image_size": model_config["vision"]["image_size"],
+        "window": cfg.window,
+        "stride": (cfg.stride or cfg.window) if cfg.window else None,
+    }
+
+
+def _source(sample: Sample) -> str | bytes:
+    """Bytes for shard members and fsspec URLs FFmpeg cannot open itself; else the path (FFmpeg reads http)."""
+    if sample.data is not None:
+        return sample.data
+    p = sample.path
+    if "://" in p and not p.startswith(("http://", "https://", "file://")):
+        import fsspec
+
+        with fsspec.open(p, "rb") as f:
+            return f.read()
+    return p
+
+
+def decode_sample(sample: Sample, settings: dict[str, Any], timeout: float) -> tuple[list[np.ndarray], list[dict]]:
+    """uint8 clips [T, 3, H, W] (one per window) and their metadata rows. Raises VideoDecodeError / OSError."""
+    from clipvip.index.build import windows
+    from clipvip.video import probe, read_frames
+
+    nf, size, window = settings["num_frames"], settings["image_size"], settings["window"]
+    src = _source(sample)
+    name = sample.path if isinstance(src, bytes) else None
+    duration = None
+    if window is not None:
+        if isinstance(src, bytes):
+            duration = read_frames(src, 1, 16, timeout=timeout, threads=1, name=name).duration
+        else:
+            duration = probe(src, timeout=timeout).duration
+    clips, rows = [], []
+    for start, end in windows(duration, window, settings["stride"]):
+        windowed = window is not None and duration is not None
+        vf = read_frames(
+            src,
+            nf,
+            size,
+            start=start if windowed else None,
+            end=end if windowed else None,
+            timeout=timeout,
+            threads=1,
+            name=name,
+        )
+        duration = duration if duration is not None else vf.duration
+        frames = vf.frames.numpy()
+        if frames.shape[0] != nf:  # an image: a 1-frame video, repeated so it batches with videos
+            frames = np.repeat(frames[:1], nf, axis=0)
+        clips.append(frames)
+        rows.append((start, end))
+    return clips, [
+        {
+            "key": sample.key,
+            "path": sample.path,
+            "start": float(s),
+            "end": float(e) if e is not None else (float(duration) if duration is not None else None),
+            "duration": None if duration is None else float(duration),
+            "caption": sample.caption,
+        }
+        for s, e in rows
+    ]
+
+
+def _timed_decode(sample: Sample, settings: dict[str, Any], timeout: float) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    try:
+        return decode_sample(sample, settings, timeout), time.perf_counter() - t0
+    except Exception as e:  # noqa: BLE001 - a bad sample is skipped and named, never fatal
+        return e, time.perf_counter() - t0
+
+
+def iter_decoded_chunks(
+    source: PartSource, part: int, settings: dict[str, Any], cfg: EmbedConfig, workers: int
+) -> Iterator[DecodedChunk]:
+    """Decode a part's samples on ``workers`` threads (running ahead of the consumer, in order) and group them into
+    chunks of ``cfg.batch_size`` consecutive samples. The part always yields at least one chunk, the last marked."""
+    workers = max(1, workers)
+    chunk = DecodedChunk(part, 0, None)
+    clips: list[np.ndarray] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ahead: deque[tuple[int, Sample, Future]] = deque()
+        it = enumerate(iter_samples(source))
+
+        # run ahead by two chunks: while the consumer encodes chunk i (this generator suspended), the next chunk
+        # must already be decoding (measured: with 2 * workers = 4 of an 8-clip chunk ahead, the encoder waited)
+        depth = max(2 * workers, 2 * cfg.batch_size)
+
+        def fill() -> None:
+            while len(ahead) < depth:
+                nxt = next(it, None)
+                if nxt is None:
+                    return
+                ahead.append((nxt[0], nxt[1], pool.submit(_timed_decode, nxt[1], settings, cfg.timeout)))
+
+        fill()
+        while ahead:
+            i, sample, fut = ahead.popleft()
+            fill()
+            if i // cfg.batch_size != chunk.index:
+                chunk.clips = np.stack(clips) if clips else None
+                yield chunk
+                chunk, clips = DecodedChunk(part, i // cfg.batch_size, None), []
+            result, seconds = fut.result()
+            chunk.decode_seconds += seconds
+            if isinstance(result, Exception):
+                reason = getattr(result, "reason", None) or f"{type(result).__name__}: {result}"
+                chunk.failed.append({"file": sample.path, "reason": str(reason)})
+            else:
+                clips += result[0]
+                chunk.rows += result[1]
+    chunk.clips = np.stack(clips) if clips else None
+    chunk.last = True
+    yield chunk
+
+
+class EmbedJob:
+    """A ``clipvip.jobs.PartsJob``: part N of ``parts`` -> the three files of part N (see ``layout``)."""
+
+    def __init__(self, cfg: EmbedConfig, parts: list[PartSource], model_meta: dict[str, Any]) -> None:
+        self.cfg, self.parts, self.model_meta = cfg, parts, model_meta
+        self.settings = frame_settings(cfg, model_meta["config"])
+        self.num_parts = len(parts)
+        self._encoder: Encoder | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # the model is loaded again wherever the job runs
+        return {**self.__dict__, "_encoder": None}
+
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = Encoder(self.cfg)
+        return self._encoder
+
+    def is_done(self, part: int) -> bool:
+        return stats_path(self.cfg.out, part).exists()
+
+    def decoded_chunks(self, part: int, workers: int) -> Iterator[DecodedChunk]:
+        return iter_decoded_chunks(self.parts[part], part, self.settings, self.cfg, workers)
+
+    def run_part(self, part: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        enc = self.encoder()
+        embs, rows, failed = [], [], []
+        decode_s = encode_s = wait_s = 0.0
+        chunks = self.decoded_chunks(part, self.cfg.decode_workers)
+        while True:
+            tw = time.perf_counter()
+            chunk = next(chunks, None)
+            wait_s += time.perf_counter() - tw
+            if chunk is None:
+                break
+            decode_s += chunk.decode_seconds
+            failed += chunk.failed
+            if chunk.clips is not None:
+                te = time.perf_counter()
+                embs.append(enc(chunk.clips))
+                encode_s += time.perf_counter() - te
+                rows += chunk.rows
+        timing = {"decode_seconds": decode_s, "encode_seconds": encode_s, "wait_seconds": wait_s}
+        return self.write_part(part, embs, rows, failed, time.perf_counter() - t0, timing)
+
+    def write_part(
+        self,
+        part: int,
+        embs: list[np.ndarray],
+        rows: list[dict[str, Any]],
+        failed: list[dict[str, str]],
+        seconds: float,
+        timing: dict[str, float],
+    ) -> dict[str, Any]:
+        """The part's three files (``layout.write_part``); returns its stats."""
+        dim = int(self.model_meta["config"]["embed_dim"])
+        emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
+        if len(emb) != len(rows):
+            raise RuntimeError(f"part {part}: {len(emb)} embeddings for {len(rows)} metadata rows")
+        fp = self.model_meta["fingerprint"]
+        stats = {
+            "part": part,
+            "done": len({r["path"] for r in rows}),
+            "rows": len(rows),
+            "failed": failed,
+            "seconds": round(seconds, 3),
+            **{k: round(v, 3) for k, v in timing.items()},
+        }
+        write_part(self.cfg.out, part, emb, [{**r, "model": fp} for r in rows], stats, self.cfg.dtype)
+        return stats
+
+
+def prepare_job(cfg: EmbedConfig, parts: list[PartSource]) -> EmbedJob:
+    """Load the model once here for its fingerprint and config, create the output folders, and write (or check)
+    embed.json: a rerun into the same folder with another model or other frame settings would mix embeddings."""
+    import clipvip
+    from clipvip.index.store import model_fingerprint
+
+    model = clipvip.load(cfg.model, num_frames=cfg.num_frames)
+    model_meta = {
+        "path": str(Path(cfg.model).resolve()) if "://" not in cfg.model else cfg.model,
+        "fingerprint": model_fingerprint(model),
+        "config": model.config.to_dict(),
+    }
+    del model
+    job = EmbedJob(cfg, parts, model_meta)
+    out = Path(cfg.out)
+    for sub in ("embeddings", "metadata", "stats"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": 1,
+        "model": model_meta,
+        "settings": job.settings,
+        "dtype": cfg.dtype,
+        "num_parts": len(parts),
+        "batch_size": cfg.batch_size,
+    }
+    p = out / META_FILE
+    if p.exists():
+        from clipvip.embedjob.layout import read_embed_meta
+
+        old = read_embed_meta(out)
+        same = {k: old.get(k) for k in ("settings", "dtype", "num_parts", "batch_size")}
+        if old["model"]["fingerprint"] != model_meta["fingerprint"] or same != {
+            k: meta[k] for k in ("settings", "dtype", "num_parts", "batch_size")
+        }:
+            raise ValueError(
+                f"{p}: this folder holds embeddings of another model or other settings "
+                f"({old['model']['path']}, {same}); use a new --out folder"
+            )
+    atomic_write_json(p, meta)
+    return job

@@ -1,0 +1,469 @@
+"""``clipvip index --from-embeddings DIR``: a compressed FAISS index over an embedding folder, under a RAM budget.
+
+WHY this shape. At 100M x 512 the fp32 vectors are 200 GB; what must be in RAM to answer a query is much less:
+
+- IVF-PQ: every vector becomes ``m`` bytes of product-quantisation code + an 8-byte id in one of ``nlist`` inverted
+  lists. The lists live in one file that is memory-mapped (FAISS ``OnDiskInvertedLists``): a query touches only
+  the ``nprobe`` lists it scans, the OS pages them in, and the process's own memory is the coarse centroids
+  (``nlist * d * 4`` bytes) and the PQ codebooks.
+- Exact re-rank: PQ distances are approximate, so the top ``rerank`` candidates are re-scored against the fp16
+  embeddings of the folder (``rerank * d * 2`` bytes per query, read with ``pread`` from the page cache: a mapping
+  would count every row ever touched in the search process's RSS; see ``EmbeddingFolder.read_rows``).
+- Metadata is read per hit, one parquet row group at a time (``EmbeddingFolder.row``), never all at once.
+
+Parameters come from the budget the way autofaiss chooses them (``choose_params``): ``nlist`` from N (about
+4 sqrt(N) below 1M, then 16k / 64k / 128k), then the largest PQ code size whose index, ``N * (m + 8) +
+nlist * d * 4`` bytes, fits the budget, so that the lists a search touches stay in page cache. The build streams
+the folder: train on a sample, add in blocks (each block a small IVF index on disk), then merge the blocks into the
+on-disk lists (``faiss.contrib.ondisk.merge_ondisk``). ``nprobe`` is tuned afterwards to the smallest value that
+reaches ``target_recall`` recall@10 after re-ranking, against exact search over the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipvip.embedjob.layout import EmbeddingFolder
+from clipvip.index.ann import AnnIndex, recall_at_k
+from clipvip.index.store import FORMAT_VERSION, META_NAME, Hit, VideoIndex
+from clipvip.io import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+KIND = "ondisk"
+PQ_CHOICES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # bytes per vector, best first (autofaiss's list)
+ID_BYTES = 8  # each inverted-list entry stores an int64 id beside its code
+PQ_MIN_VECTORS = 10_000  # below this a PQ cannot be trained well (autofaiss's quantization threshold)
+
+
+def parse_size(text: str | int) -> int:
+    """'4G', '512M', '2.5GB', 1000 -> bytes (powers of 1024)."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)[bB]?\s*", str(text))
+    if not m:
+        raise ValueError(f"cannot read memory size {text!r}; use e.g. 4G or 512M")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+@dataclass
+class OnDiskConfig:
+    """Budget and search-quality knobs of an on-disk index."""
+
+    max_index_memory: int = 4 << 30  # bytes the index may take in RAM (codes + ids + centroids)
+    nlist: int | None = None  # default: from N, as autofaiss
+    pq_m: int | None = None  # default: the largest code that fits the budget
+    opq: bool = False  # rotate before PQ (better codes; training costs d^2 per sample and iteration)
+    train_per_list: int = 40  # k-means sample = nlist * this (FAISS warns below 39)
+    max_train: int = 500_000  # at most this many training vectors
+    rerank: tuple[int, ...] = (100, 250, 500, 1000)  # re-rank depths tried, cheapest first (each at least 10 * k)
+    max_nprobe: int = 256  # a depth that needs more lists than this is skipped for the next one
+    target_recall: float = 0.97  # recall@10 after re-rank that nprobe is tuned to (margin: tuning queries are a proxy)
+    tune_queries: int = 200
+    seed: int = 0
+
+
+@dataclass
+class IndexParams:
+    nlist: int
+    pq_m: int
+    opq: bool
+    estimated_bytes: int
+
+    @property
+    def factory(self) -> str:
+        if self.pq_m == 0:  # too few vectors to train a PQ: uncompressed (still on-disk) lists
+            return f"IVF{self.nlist},Flat"
+        return f"{f'OPQ{self.pq_m},' if self.opq else ''}IVF{self.nlist},PQ{self.pq_m}"
+
+
+def default_nlist(n: int) -> int:
+    """autofaiss's first choice of IVF lists for N vectors, kept trainable (>= 39 points per list)."""
+    if n < 1_000_000:
+        nlist = 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
+    elif n < 10_000_000:
+        nlist = 16_384
+    elif n < 300_000_000:
+        nlist = 65_536
+    else:
+        nlist = 131_072
+    return int(max(1, min(nlist, n // 39)))
+
+
+def estimated_bytes(n: int, d: int, nlist: int, m: int, opq: bool) -> int:
+    """RAM of the index if it were loaded whole: codes + ids, centroids, PQ codebooks, OPQ matrix (m = 0: fp32
+    vectors in the lists)."""
+    code = m if m else 4 * d
+    return n * (code + ID_BYTES) + nlist * d * 4 + (256 * d * 4 if m else 0) + (d * d * 4 if opq else 0)
+
+
+def choose_params(n: int, d: int, cfg: OnDiskConfig) -> IndexParams:
+    """nlist from N; the largest PQ code (bytes per vector) that keeps the index within the budget."""
+    nlist = cfg.nlist or default_nlist(n)
+    if n < PQ_MIN_VECTORS and not cfg.pq_m:
+        choices = [0]
+    else:
+        choices = [cfg.pq_m] if cfg.pq_m else [m for m in PQ_CHOICES if m < d and d % m == 0]
+    for m in choices:
+        size = estimated_bytes(n, d, nlist, m, cfg.opq)
+        if size <= cfg.max_index_memory:
+            return IndexParams(nlist, m, cfg.opq, size)
+    need = estimated_bytes(n, d, nlist, choices[-1], cfg.opq)
+    raise ValueError(
+        f"--max-index-memory {cfg.max_index_memory / 2**30:.2f} GiB is too small for {n} x {d} vectors: "
+        f"the smallest index (PQ{choices[-1]}) needs {need / 2**30:.2f} GiB"
+    )
+
+
+@dataclass
+class OnDiskReport:
+    index: Path
+    count: int
+    params: IndexParams
+    nprobe: int
+    rerank: int
+    recall: float
+    seconds: float
+    disk_bytes: int
+
+    def summary(self) -> str:
+        return (
+            f"index {self.index}: {self.count} vectors, {self.params.factory} on disk "
+            f"({self.disk_bytes / 2**20:.1f} MiB, est. RAM {self.params.estimated_bytes / 2**20:.1f} MiB), "
+            f"nprobe={self.nprobe}, re-rank {self.rerank} -> recall@10 {self.recall:.3f} after re-rank, in {self.seconds:.1f}s"
+        )
+
+
+def _train_sample(folder: EmbeddingFolder, params: IndexParams, cfg: OnDiskConfig) -> np.ndarray:
+    n = len(folder)
+    want = min(n, max(params.nlist * cfg.train_per_list, 256 * 39 if params.pq_m else 0), cfg.max_train)
+    rng = np.random.default_rng(cfg.seed)
+    ids = np.sort(rng.choice(n, want, replace=False)) if want < n else np.arange(n)
+    return folder.vectors(ids)
+
+
+def build_from_embeddings(
+    embeddings: str | Path, out: str | Path, cfg: OnDiskConfig | None = None, progress: bool = True
+) -> OnDiskReport:
+    """Build (or resume building) the on-disk index at ``out`` from the embedding folder (see module docstring).
+
+    Resumable: the trained index and every added block are kept in ``out/build/`` until the merge, and a rerun
+    with the same parameters reuses them."""
+    import faiss
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    cfg = cfg or OnDiskConfig()
+    folder = EmbeddingFolder(embeddings)
+    n, d = len(folder), folder.dim
+    if n == 0:
+        raise ValueError(f"{embeddings}: the embedding folder holds no vectors")
+    params = choose_params(n, d, cfg)
+    out = Path(out)
+    old_gen = _previous_generation(out)
+    build = out / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    plan = {"n": n, "d": d, "params": asdict(params), "embeddings": str(folder.root), "seed": cfg.seed}
+    plan_file = build / "plan.json"
+    if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
+        shutil.rmtree(build)
+        build.mkdir(parents=True)
+    atomic_write_json(plan_file, plan)
+
+    trained = build / "trained.index"
+    if not trained.exists():
+        index = faiss.index_factory(d, params.factory, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        if params.pq_m:  # polysemous training (for Hamming filtering, unused here) costs more than the rest
+            ivf.do_polysemous_training = False
+            ivf.pq.cp.niter = 10
+        log.info("training %s on a sample", params.factory)
+        index.train(_train_sample(folder, params, cfg))
+        _write_index(index, trained)
+    # blocks: a block's codes sit in RAM while it is added; a quarter of the budget, at least 64k rows
+    block_rows = int(max(65_536, min(n, cfg.max_index_memory // 4 // (4 * d + params.pq_m + ID_BYTES))))
+    blocks = []
+    bar = tqdm(total=n, desc="adding", unit="vec", unit_scale=True, disable=not progress)
+    for b, lo in enumerate(range(0, n, block_rows)):
+        path = build / f"block_{b:05d}.index"
+        blocks.append(str(path))
+        hi = min(n, lo + block_rows)
+        if not path.exists():
+            index = faiss.read_index(str(trained))
+            for first, x in _blocks_between(folder, lo, hi):
+                index.add_with_ids(x, np.arange(first, first + len(x), dtype=np.int64))
+            _write_index(index, path)
+        bar.update(hi - lo)
+    bar.close()
+
+    gen = old_gen + 1
+    index = faiss.read_index(str(trained))
+    lists = out / f"lists-{gen}.ivfdata"
+    lists.unlink(missing_ok=True)
+    from faiss.contrib.ondisk import merge_ondisk
+
+    with _native_stdout_to_stderr():
+        merge_ondisk(index, blocks, str(lists))
+    index_file = out / f"ivfpq-{gen}.index"
+    _write_index(index, index_file)
+    del index
+    index = read_ondisk(index_file)
+    nprobe, depth, recall = tune_nprobe(index, folder, params.nlist, cfg)
+    meta = {
+        "format": FORMAT_VERSION,
+        "kind": KIND,
+        "generation": gen,
+        "model": folder.meta["model"],
+        "settings": folder.meta["settings"],
+        "embeddings": str(folder.root),
+        "count": n,
+        "dim": d,
+        "ann": {
+            "kind": "ivf",
+            "knob": nprobe,
+            "file": index_file.name,
+            "lists": lists.name,
+            "factory": params.factory,
+            "rerank": depth,
+            "recall_at_10": recall,
+            "estimated_ram_bytes": params.estimated_bytes,
+        },
+        "failed": [],
+    }
+    atomic_write_json(out / META_NAME, meta)  # readers switch to the new generation here
+    shutil.rmtree(build)
+    if old_gen:
+        (out / f"ivfpq-{old_gen}.index").unlink(missing_ok=True)
+        (out / f"lists-{old_gen}.ivfdata").unlink(missing_ok=True)
+    disk = index_file.stat().st_size + lists.stat().st_size
+    return OnDiskReport(out, n, params, nprobe, depth, recall, time.perf_counter() - t0, disk)
+
+
+def _previous_generation(out: Path) -> int:
+    """0 for a new folder; the generation of an on-disk index being rebuilt; a video index is never overwritten."""
+    from clipvip.index.store import read_meta
+
+    if not (out / META_NAME).exists():
+        return 0
+    meta = read_meta(out)
+    if meta.get("kind") != KIND:
+        raise ValueError(f"{out}: holds a `clipvip index` of videos; use a new --out folder for --from-embeddings")
+    return int(meta.get("generation") or 0)
+
+
+def _blocks_between(folder: EmbeddingFolder, lo: int, hi: int, step: int = 65_536) -> Any:
+    for a in range(lo, hi, step):
+        b = min(hi, a + step)
+        yield a, folder.vectors(np.arange(a, b))
+
+
+def _write_index(index: Any, path: Path) -> None:
+    import faiss
+
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+
+
+@contextlib.contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """FAISS's C++ code prints progress notes ("resizing ...", "updating ondisk filename") to the process's stdout;
+    they would corrupt ``clipvip search --json``, so they go to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def read_ondisk(path: Path) -> Any:
+    """The index with its inverted lists memory-mapped from the .ivfdata file beside it (wherever the folder is)."""
+    import faiss
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: on-disk index file missing")
+    with _native_stdout_to_stderr():
+        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+
+
+def exact_search_folder(folder: EmbeddingFolder, queries: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the exact top-k by inner product over the whole folder, streamed block by block."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for first, x in folder.iter_blocks(65_536):
+        s = queries @ x.T
+        kk = min(k, s.shape[1])
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        best_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], 1)
+        best_i = np.concatenate([best_i, part + first], 1)
+        keep = np.argsort(-best_s, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
+    return best_i
+
+
+def rerank(folder: EmbeddingFolder, query: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores of candidate ``ids`` (fp16 rows, memory-mapped), best first."""
+    ids = ids[ids >= 0]
+    if not len(ids):
+        return np.zeros(0, np.float32), ids
+    s = folder.read_rows(ids) @ query
+    order = np.argsort(-s, kind="stable")
+    return s[order], ids[order]
+
+
+def tune_nprobe(index: Any, folder: EmbeddingFolder, nlist: int, cfg: OnDiskConfig) -> tuple[int, int, float]:
+    """(nprobe, re-rank depth, recall): for each depth in ``cfg.rerank`` (cheapest first), the smallest nprobe whose
+    recall@10 after re-ranking reaches ``cfg.target_recall``; the first depth that gets there within
+    ``cfg.max_nprobe`` wins (more lists cannot help once the true neighbours fall outside the depth's PQ top list).
+    Falls back to the largest depth and nprobe. Queries are sampled rows moved off themselves by the distance to
+    their k-th neighbour (as ``clipvip.index.ann.tune`` does; a stored row is an unrealistically easy query)."""
+    import faiss
+
+    rng = np.random.default_rng(cfg.seed + 1)
+    n = len(folder)
+    k = min(10, n)
+    ids = np.sort(rng.choice(n, min(cfg.tune_queries, n), replace=False))
+    rows = folder.vectors(ids)
+    kth = folder.vectors(exact_search_folder(folder, rows, k + 1)[:, -1])
+    step = rng.standard_normal(rows.shape).astype(np.float32)
+    step *= np.linalg.norm(rows - kth, axis=1, keepdims=True) / np.linalg.norm(step, axis=1, keepdims=True)
+    queries = rows + step
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = exact_search_folder(folder, queries, k)
+    ivf = faiss.extract_index_ivf(index)
+    probes = [p for p in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024) if p <= nlist]
+    best = (probes[-1], max(cfg.rerank), 0.0)
+    for depth in sorted(cfg.rerank):
+        for nprobe in [p for p in probes if p <= cfg.max_nprobe] or probes[:1]:
+            ivf.nprobe = nprobe
+            _, cand = index.search(queries, max(depth, k))
+            found = np.stack([_pad(rerank(folder, q, c)[1][:k], k) for q, c in zip(queries, cand, strict=True)])
+            recall = recall_at_k(found, truth)
+            if recall >= cfg.target_recall:
+                return nprobe, depth, recall
+            best = max(best, (nprobe, depth, recall), key=lambda t: t[2])
+    return best
+
+
+def _pad(ids: np.ndarray, k: int) -> np.ndarray:
+    return np.concatenate([ids, np.full(k - len(ids), -1, np.int64)]) if len(ids) < k else ids
+
+
+class _LazyRows:
+    """``rows.at[row, column]`` and ``len(rows)`` for the web app, reading metadata one row group at a time."""
+
+    def __init__(self, folder: EmbeddingFolder) -> None:
+        self.folder = folder
+        self.at = self
+
+    def __getitem__(self, key: tuple[int, str]) -> Any:
+        row, col = key
+        return self.folder.row(int(row))[col]
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+
+class _RowPaths:
+    """``videos[v]``: here a "video" is addressed by any of its rows (listing distinct paths would read all)."""
+
+    def __init__(self, folder: EmbeddingFolder) -> None:
+        self.folder = folder
+
+    def __getitem__(self, v: int) -> str:
+        return str(self.folder.row(int(v))["path"])
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+
+class OnDiskIndex(VideoIndex):
+    """A ``VideoIndex`` over an on-disk IVF-PQ index + its embedding folder; ``search``/``serve`` use it unchanged.
+
+    Differences: ``Hit.video`` is a row id (``videos[row]`` is that row's path), there are no thumbnails, and
+    nothing per row is held in memory."""
+
+    def __init__(self, root: Path, meta: dict[str, Any], folder: EmbeddingFolder, index: Any) -> None:
+        self.root, self.meta, self.folder = root, meta, folder
+        self.ann = AnnIndex(index, "ivf", int(meta["ann"]["knob"]))
+        self.rerank_depth = int(meta["ann"].get("rerank", 100))
+        self.rows = _LazyRows(folder)  # type: ignore[assignment]
+        self.videos = _RowPaths(folder)  # type: ignore[assignment]
+        self.emb = None  # type: ignore[assignment]
+
+    @classmethod
+    def open(cls, root: str | Path, meta: dict[str, Any] | None = None) -> OnDiskIndex:  # type: ignore[override]
+        from clipvip.index.store import IndexFormatError, read_meta
+
+        root = Path(root).resolve()
+        meta = meta or read_meta(root)
+        try:
+            folder = EmbeddingFolder(meta["embeddings"])
+        except (FileNotFoundError, ValueError) as e:
+            raise IndexFormatError(f"{root}: cannot open its embedding folder ({e})") from e
+        if len(folder) != meta["count"]:
+            raise IndexFormatError(f"{root}: built over {meta['count']} vectors, {folder.root} now holds {len(folder)}")
+        return cls(root, meta, folder, read_ondisk(root / meta["ann"]["file"]))
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def thumb_path(self, row: int) -> Path | None:
+        return None
+
+    def search(
+        self, query: np.ndarray, k: int = 10, per_video: bool = True, exclude_video: int | None = None
+    ) -> list[Hit]:
+        """Top-``k`` rows: IVF-PQ candidates, re-scored exactly; ``per_video`` keeps each path's best row,
+        ``exclude_video`` (a row id) drops every row of that row's path."""
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.folder.dim:
+            raise ValueError(f"query has dimension {q.shape[0]}, index {self.root} has {self.folder.dim}")
+        if k <= 0 or len(self) == 0:
+            return []
+        excluded = self.folder.row(exclude_video)["path"] if exclude_video is not None else None
+        depth = max(self.rerank_depth, 10 * k)
+        while True:
+            _, cand = self.ann.search(q[None], depth)
+            scores, ids = rerank(self.folder, q, cand[0])
+            hits = self._hits(scores, ids, k, per_video, excluded)
+            if len(hits) >= k or depth >= len(self) or depth >= 65_536:
+                return hits
+            depth *= 4
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray, k: int, per_video: bool, excluded: str | None) -> list[Hit]:
+        hits: list[Hit] = []
+        seen: set[str] = set()
+        for s, r in zip(scores.tolist(), ids.tolist(), strict=True):
+            row = self.folder.row(r)
+            path = str(row["path"])
+            if path == excluded or (per_video and path in seen):
+                continue
+            seen.add(path)
+            end, dur = row.get("end"), row.get("duration")
+            hits.append(Hit(len(hits) + 1, r, r, path, float(s), float(row.get("start") or 0.0), end, dur, None))
+            if len(hits) == k:
+                break
+        return hits
+
+    def vector(self, row: int) -> np.ndarray:
+        return self.folder.read_rows(np.asarray([row]))[0]
+
+    def video_of(self, row: int) -> int:
+        return row  # a "video" is addressed by its row; ``search`` drops every row of that row's path
