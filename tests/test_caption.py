@@ -20,6 +20,7 @@ from clipvip.captioning import (
     failed_path,
     iter_manifest,
     iter_shard_samples,
+    merge_parts,
     owner_rank,
     parts_dir,
     repair_jsonl,
@@ -267,7 +268,7 @@ def test_webdataset_shards(captioner: Captioner, tmp_path) -> None:
     vids = [(f"c{i}", tmp_path / f"clip{i}.mp4") for i in range(4)]
     _tar_shard(tmp_path / "shard-00000.tar", vids[:2] + [("bad", tmp_path / "bad.mp4")], with_json=True)
     _tar_shard(tmp_path / "shard-00001.tar", vids[2:], with_json=False)
-    assert [c for c, _, _ in iter_shard_samples(tmp_path / "shard-00000.tar")] == ["c0", "c1", "bad"]
+    assert [s.clip_id for s in iter_shard_samples(tmp_path / "shard-00000.tar")] == ["c0", "c1", "bad"]
     inputs = CaptionInput.resolve([str(tmp_path / "shard-{00000..00001}.tar")])
     assert inputs.rank_shards(0, 2) == [str(tmp_path / "shard-00000.tar")]
     out = tmp_path / "captions.jsonl"
@@ -340,12 +341,15 @@ def test_resume_with_a_different_world_size(captioner: Captioner, tmp_path, caps
     assert sorted(r["clip_id"] for r in _lines(out)) == [f"c{i}" for i in range(N_CLIPS)]
 
 
-def test_read_jsonl_errors(tmp_path) -> None:
-    from clipvip.captioning import read_jsonl
-
-    p = tmp_path / "c.jsonl"
-    p.write_text('{"clip_id": "a", "caption": "x"}\n{"clip_id": "b", "cap')
-    assert [r["clip_id"] for r in read_jsonl(p)] == ["a"]  # a crashed writer's partial tail is tolerated
-    p.write_text('{"clip_id": "a", "caption": "x"}\ngarbage\n{"clip_id": "b", "caption": "y"}\n')
-    with pytest.raises(ValueError, match=r"c.jsonl:2: corrupt"):
-        list(read_jsonl(p))
+def test_merge_tolerates_a_torn_tail_and_names_a_corrupt_line(tmp_path) -> None:
+    """A part cut mid-line by a killed writer merges without its torn tail; a bad line elsewhere names file:line."""
+    out = tmp_path / "c.jsonl"
+    parts_dir(out).mkdir()
+    part = parts_dir(out) / "part-00000-of-00001.jsonl"
+    part.write_text('{"clip_id": "a", "caption": "x"}\n{"clip_id": "b", "cap')
+    assert merge_parts(out).captions == 1 and read_captions(out) == {"a": "x"}
+    part.write_text('{"clip_id": "a", "caption": "x"}\ngarbage\n{"clip_id": "b", "caption": "y"}\n')
+    out.unlink()
+    with pytest.raises(ValueError, match=r"part-00000-of-00001.jsonl:2: not valid JSON"):
+        merge_parts(out)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["c.jsonl.parts"]  # no stray temporary

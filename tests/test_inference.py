@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from clipvip import CLIPViP, tiny_config
-from clipvip.inference import bf16_is_fast, optimize_for_inference, resolve_dtype
+from clipvip.inference import optimize_for_inference
+from clipvip.precision import bf16_is_fast, resolve_dtype
 
 pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
 
