@@ -16,6 +16,7 @@ from clipvip.captioning import (
     CaptionerConfig,
     CaptionInput,
     CaptionJobConfig,
+    FrameStream,
     ManifestOptions,
     failed_path,
     iter_manifest,
@@ -270,6 +271,10 @@ def test_webdataset_shards(captioner: Captioner, tmp_path) -> None:
     _tar_shard(tmp_path / "shard-00001.tar", vids[2:], with_json=False)
     assert [s.clip_id for s in iter_shard_samples(tmp_path / "shard-00000.tar")] == ["c0", "c1", "bad"]
     inputs = CaptionInput.resolve([str(tmp_path / "shard-{00000..00001}.tar")])
+    items = {i.clip_id: i for i in FrameStream(inputs, rank=0, world_size=1, skip={"c1"}, frame_size=32)}
+    assert sorted(items) == ["000000000", "000000001", "bad", "c0"]  # decoded from the member's bytes in memory:
+    assert torch.equal(items["c0"].frame, read_middle_frame(tmp_path / "clip0.mp4", size=32)[0])  # same frame
+    assert items["bad"].frame is None and items["bad"].source.endswith("shard-00000.tar:bad.mp4")
     assert inputs.rank_shards(0, 2) == [str(tmp_path / "shard-00000.tar")]
     out = tmp_path / "captions.jsonl"
     for rank in (1, 0):

@@ -1,8 +1,8 @@
 """What to caption, and its middle frames: manifests or WebDataset shards -> this rank's clips -> frames.
 
-Runs in DataLoader workers. Manifest rows go to the rank ``owner_rank(clip_id)`` (independent of row order, so
-every reader agrees); shards go whole to ranks. Shards are parsed by ``clipvip.data.shards``, the parser the
-pretraining data set uses, so a caption is keyed by the same clip id as the clip it describes.
+``FrameStream`` runs in DataLoader workers. Manifest rows go to the rank ``owner_rank(clip_id)`` (independent of
+row order, so every reader agrees); shards go whole to ranks. Shards are parsed by ``clipvip.data.shards``, the
+parser the pretraining data set uses, so a caption is keyed by the same clip id as the clip it describes.
 """
 
 from __future__ import annotations
