@@ -16,10 +16,12 @@ from clipvip.captioning import (
     CaptionerConfig,
     CaptionInput,
     CaptionJobConfig,
+    FrameStream,
     ManifestOptions,
     failed_path,
     iter_manifest,
     iter_shard_samples,
+    merge_parts,
     owner_rank,
     parts_dir,
     repair_jsonl,
@@ -267,8 +269,12 @@ def test_webdataset_shards(captioner: Captioner, tmp_path) -> None:
     vids = [(f"c{i}", tmp_path / f"clip{i}.mp4") for i in range(4)]
     _tar_shard(tmp_path / "shard-00000.tar", vids[:2] + [("bad", tmp_path / "bad.mp4")], with_json=True)
     _tar_shard(tmp_path / "shard-00001.tar", vids[2:], with_json=False)
-    assert [c for c, _, _ in iter_shard_samples(tmp_path / "shard-00000.tar")] == ["c0", "c1", "bad"]
+    assert [s.clip_id for s in iter_shard_samples(tmp_path / "shard-00000.tar")] == ["c0", "c1", "bad"]
     inputs = CaptionInput.resolve([str(tmp_path / "shard-{00000..00001}.tar")])
+    items = {i.clip_id: i for i in FrameStream(inputs, rank=0, world_size=1, skip={"c1"}, frame_size=32)}
+    assert sorted(items) == ["000000000", "000000001", "bad", "c0"]  # decoded from the member's bytes in memory:
+    assert torch.equal(items["c0"].frame, read_middle_frame(tmp_path / "clip0.mp4", size=32)[0])  # same frame
+    assert items["bad"].frame is None and items["bad"].source.endswith("shard-00000.tar:bad.mp4")
     assert inputs.rank_shards(0, 2) == [str(tmp_path / "shard-00000.tar")]
     out = tmp_path / "captions.jsonl"
     for rank in (1, 0):
@@ -340,12 +346,15 @@ def test_resume_with_a_different_world_size(captioner: Captioner, tmp_path, caps
     assert sorted(r["clip_id"] for r in _lines(out)) == [f"c{i}" for i in range(N_CLIPS)]
 
 
-def test_read_jsonl_errors(tmp_path) -> None:
-    from clipvip.captioning import read_jsonl
-
-    p = tmp_path / "c.jsonl"
-    p.write_text('{"clip_id": "a", "caption": "x"}\n{"clip_id": "b", "cap')
-    assert [r["clip_id"] for r in read_jsonl(p)] == ["a"]  # a crashed writer's partial tail is tolerated
-    p.write_text('{"clip_id": "a", "caption": "x"}\ngarbage\n{"clip_id": "b", "caption": "y"}\n')
-    with pytest.raises(ValueError, match=r"c.jsonl:2: corrupt"):
-        list(read_jsonl(p))
+def test_merge_tolerates_a_torn_tail_and_names_a_corrupt_line(tmp_path) -> None:
+    """A part cut mid-line by a killed writer merges without its torn tail; a bad line elsewhere names file:line."""
+    out = tmp_path / "c.jsonl"
+    parts_dir(out).mkdir()
+    part = parts_dir(out) / "part-00000-of-00001.jsonl"
+    part.write_text('{"clip_id": "a", "caption": "x"}\n{"clip_id": "b", "cap')
+    assert merge_parts(out).captions == 1 and read_captions(out) == {"a": "x"}
+    part.write_text('{"clip_id": "a", "caption": "x"}\ngarbage\n{"clip_id": "b", "caption": "y"}\n')
+    out.unlink()
+    with pytest.raises(ValueError, match=r"part-00000-of-00001.jsonl:2: not valid JSON"):
+        merge_parts(out)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["c.jsonl.parts"]  # no stray temporary

@@ -69,7 +69,7 @@ def test_captioner_missing_folder_and_offline_hub_name(tmp_path, monkeypatch, ca
     def no_dns(*_a, **_k):
         raise socket.gaierror(-2, "Name or service not known")
 
-    monkeypatch.setattr("clipvip.captioning.socket.getaddrinfo", no_dns)  # a machine without network
+    monkeypatch.setattr("clipvip.captioning.captioner.socket.getaddrinfo", no_dns)  # a machine without network
     rc = main(["caption", str(manifest), "--captioner", "no-such-org-15b/no-such-captioner", "--out", str(out)])
     assert "cannot be reached" in one_error_line(capsys, rc)
     assert _files(tmp_path) == {"m.jsonl"}

@@ -31,6 +31,7 @@ from clipvip.corpus import (
     read_subtitle_file,
     video_tasks,
 )
+from clipvip.data.shards import iter_shard_samples
 from clipvip.video import write_video
 from clipvip.video.transcode import output_size
 from clipvip_apps.cli import main as cli_main
@@ -319,6 +320,11 @@ def test_corpus_caption_train_end_to_end(raw: Path, tmp_path: Path, capsys) -> N
         assert rate == pytest.approx(3) and min(shape) == 224
         assert abs(ids[0] / FPS - meta["subtitle_start"]) <= 1 / FPS  # starts within one source frame
         assert abs(len(ids) / 3 - (meta["subtitle_end"] - meta["subtitle_start"])) <= 1 / 3  # one output frame
+    parsed = [(s.key, s.clip_id, s.video_ext, s.video, s.meta, s.text) for s in iter_shard_samples(shards[0])]
+    assert parsed == [  # the one parser that PretrainDataset and the captioner share reads what the builder wrote
+        (k, json.loads(f["json"])["clip_id"], "mp4", f["mp4"], json.loads(f["json"]), f["txt"].decode())
+        for k, f in samples.items()
+    ]
     by_clip = {m["clip_id"]: m for m in metas}
     assert by_clip["alpha.1"]["subtitle"] == "Hello there, a red square."
     assert (by_clip["alpha.1"]["subtitle_start"], by_clip["alpha.1"]["subtitle_end"]) == (0.5, 3.0)

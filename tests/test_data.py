@@ -296,6 +296,52 @@ def test_pretrain_webdataset_shards_multiworker(tmp_path: Path, video_dir: Path,
     assert torch.equal(c["frame"], normalize(read_middle_frame(video_dir / "v2.mp4", size=32)))
 
 
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_shard_sample_parser(tmp_path: Path) -> None:
+    """The one shard parser (PretrainDataset and the captioner): clip id from the json, else the key's base name;
+    the video member by extension; a bad json counts as absent; a missing video is reported, not guessed."""
+    from clipvip.data.shards import iter_shard_samples
+
+    meta = {"clip_id": "vid.7", "subtitle": "from json"}
+    shard = _tar(
+        tmp_path / "s.tar",
+        [
+            ("a/000.json", json.dumps(meta).encode()),  # members of one key are adjacent; any order
+            ("a/000.MP4", b"video-0"),
+            ("a/000.txt", "ünïcode".encode()),
+            ("a/001.webm", b"video-1"),
+            ("a/001.json", b"{not json"),
+            ("a/002.json", json.dumps({"clip_id": ""}).encode()),
+            ("a/002.txt", b"no video here"),
+            ("a/003.json", b"[1, 2]"),
+            ("a/003.mkv", b"video-3"),
+            ("a/.hidden.json", b"{}"),
+        ],
+    )
+    got = [(s.key, s.clip_id, s.video_ext, s.video, s.meta, s.text) for s in iter_shard_samples(shard)]
+    assert got == [
+        ("a/000", "vid.7", "mp4", b"video-0", meta, "ünïcode"),
+        ("a/001", "001", "webm", b"video-1", {}, None),
+        ("a/002", "002", None, None, {"clip_id": ""}, "no video here"),
+        ("a/003", "003", "mkv", b"video-3", {}, None),
+    ]
+    assert [s.clip_id for s in iter_shard_samples(shard, id_key="subtitle")] == ["from json", "001", "002", "003"]
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"this is not a tar archive" * 40)
+    with pytest.raises(ValueError, match=r"bad\.tar: not a readable tar shard"):
+        list(iter_shard_samples(bad))
+    with pytest.raises(ValueError, match=r"missing\.tar: not a readable tar shard"):
+        list(iter_shard_samples(tmp_path / "missing.tar"))
+
+
 @pytest.mark.parametrize("kind", ["jsonl", "parquet"])
 def test_pretrain_manifest(tmp_path: Path, video_dir: Path, kind: str) -> None:
     rows = [{"clip_id": f"c{i}", "video": f"v{i}.mp4", "subtitle": f"asr {i}", "caption": f"cap {i}"} for i in range(4)]

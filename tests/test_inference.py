@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from clipvip import CLIPViP, tiny_config
-from clipvip.inference import bf16_is_fast, optimize_for_inference, resolve_dtype
+from clipvip.inference import optimize_for_inference
+from clipvip.precision import bf16_is_fast, resolve_dtype
 
 pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
 
@@ -81,6 +82,23 @@ def test_dtype_resolution():
     assert resolve_dtype("auto") == (torch.bfloat16 if bf16_is_fast("cpu") else torch.float32)
     with pytest.raises(ValueError, match="unknown inference dtype"):
         resolve_dtype("fp8")
+    with pytest.raises(ValueError, match="unknown inference dtype 'fp16'"):  # the encoders never run in fp16
+        resolve_dtype("fp16")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_dtype_policy_of_the_encoders_and_the_captioner(monkeypatch, fast: bool) -> None:
+    """One resolver, two callers' rules: encoders take bf16 where it is native, else fp32; the captioner takes bf16
+    or else fp16 on a GPU, and fp32 on every CPU."""
+    import clipvip.precision
+
+    monkeypatch.setattr(clipvip.precision, "bf16_is_fast", lambda device="cpu": fast)
+    half = torch.bfloat16 if fast else torch.float32
+    assert resolve_dtype("auto", "cpu") == half and resolve_dtype("auto", "cuda") == half
+    caption = {"allowed": ("fp32", "bf16", "fp16"), "cpu_bf16": False}
+    assert resolve_dtype("auto", "cpu", **caption) == torch.float32
+    assert resolve_dtype("auto", "cuda", **caption) == (torch.bfloat16 if fast else torch.float16)
+    assert resolve_dtype("fp16", "cpu", **caption) == torch.float16
 
 
 def test_proxy_attention_gradients_match_dense_mask():

@@ -46,6 +46,18 @@ class DistInfo:
         return self.world_size > 1
 
 
+def launch_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) as torchrun set them for this process; (0, 1, 0) without torchrun.
+
+    Reads the environment only and creates no process group: jobs whose ranks never talk to each other (the
+    captioner) use it as it is; ``init_distributed`` builds on it."""
+    return (
+        int(os.environ.get("RANK", "0")),
+        int(os.environ.get("WORLD_SIZE", "1")),
+        int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
 def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
     """Initialise the process group from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
 
@@ -53,9 +65,7 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
     single-process ``DistInfo`` and creates no process group. Safe to call when a group already exists.
     """
     want_cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local_rank = launch_env()
     if dist.is_available() and dist.is_initialized():
         world, rank = dist.get_world_size(), dist.get_rank()
     elif world > 1:

@@ -20,29 +20,9 @@ from torch import nn
 
 from clipvip.model import CLIPViP
 from clipvip.model.layers import MLP, QuickGELU
+from clipvip.precision import resolve_dtype
 
 InferenceDType = Literal["auto", "bf16", "fp32"]
-
-
-def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
-    """True where bf16 matmuls run natively: CUDA with bf16 support, or a CPU with AVX512-BF16 / AMX (oneDNN)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":  # without these instructions bf16 matmuls are emulated, slower than fp32
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return False
-
-
-def resolve_dtype(dtype: InferenceDType, device: torch.device | str = "cpu") -> torch.dtype:
-    """ "auto" -> bf16 where it is fast on ``device``, else fp32; "bf16" / "fp32" as asked."""
-    if dtype == "auto":
-        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
-    if dtype == "bf16":
-        return torch.bfloat16
-    if dtype == "fp32":
-        return torch.float32
-    raise ValueError(f"unknown inference dtype {dtype!r}; expected 'auto', 'bf16' or 'fp32'")
 
 
 def optimize_for_inference(model: CLIPViP, dtype: InferenceDType = "auto", compile: bool = False) -> CLIPViP:

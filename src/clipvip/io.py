@@ -75,9 +75,16 @@ def atomic_save_parquet(path: str | Path, table: Any) -> Path:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """All rows as one JSON object per line, atomically (the whole file or nothing)."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    return atomic_write_text(path, text)
+    """All rows as one JSON object per line, atomically (the whole file or nothing).
+
+    Streams (a generator of 100M caption rows never sits in memory) and fsyncs before the move, because callers
+    delete their sources next (the captioner removes its part files once they are merged)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def read_jsonl(path: str | Path, skip_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
@@ -85,19 +92,18 @@ def read_jsonl(path: str | Path, skip_torn_tail: bool = False) -> Iterator[dict[
 
     A bad line raises ``JsonlError`` naming the file and line number. ``skip_torn_tail``: a LAST line that does not
     parse and has no trailing newline is the mark of a writer killed mid-append; it is dropped instead of raising
-    (for append-only progress logs)."""
+    (for append-only progress logs). Streams: a 100M-line caption file is never held in memory."""
     path = Path(path)
     with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if skip_torn_tail and i == len(lines) and not line.endswith("\n"):
-                return
-            raise JsonlError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise JsonlError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-        yield obj
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                if skip_torn_tail and not line.endswith("\n"):  # only a file's last line can lack its newline
+                    return
+                raise JsonlError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise JsonlError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+            yield obj

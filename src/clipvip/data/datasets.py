@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import tarfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,9 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from clipvip.data.annotations import Sample, load_annotations, resolve_videos
+from clipvip.data.shards import ShardSample, iter_shard_samples
 from clipvip.text import tokenize
-from clipvip.video.read import DEFAULT_TIMEOUT, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoDecodeError, normalize
+from clipvip.video.read import DEFAULT_TIMEOUT, IMAGE_EXTENSIONS, VideoDecodeError, normalize
 from clipvip.video.read import read_frames as _read_frames
 
 log = logging.getLogger(__name__)
@@ -232,30 +232,6 @@ def expand_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     return [spec]
 
 
-def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) groups of a WebDataset tar, streamed (members of one key are adjacent)."""
-    key, group = None, {}
-    with tarfile.open(path, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            name = member.name
-            base = os.path.basename(name)
-            if base.startswith("."):
-                continue
-            stem, _, ext = base.partition(".")
-            k = os.path.join(os.path.dirname(name), stem)
-            f = tar.extractfile(member)
-            data = f.read() if f is not None else b""
-            if k != key:
-                if key is not None:
-                    yield key, group
-                key, group = k, {}
-            group[ext.lower()] = data
-    if key is not None:
-        yield key, group
-
-
 def iter_manifest_rows(path: str) -> Iterator[dict[str, Any]]:
     """Rows of a jsonl or parquet manifest, streamed (parquet by record batches)."""
     if path.endswith(".parquet"):
@@ -363,11 +339,11 @@ class PretrainDataset(IterableDataset):
         for si, shard in enumerate(shards):
             if by_shard and si % total != slot:
                 continue
-            rows = iter_tar_samples(shard) if self.kind == "tar" else iter_manifest_rows(shard)
+            rows = iter_shard_samples(shard) if self.kind == "tar" else iter_manifest_rows(shard)
             for ri, row in enumerate(rows):
                 if not by_shard and ri % total != slot:
                     continue
-                yield (self._tar_record(shard, *row) if self.kind == "tar" else self._manifest_record(shard, row))
+                yield (self._tar_record(shard, row) if self.kind == "tar" else self._manifest_record(shard, row))
 
     def _manifest_record(self, shard: str, row: dict[str, Any]) -> tuple[str, str, None, str | None, str | None]:
         clip_id = str(row.get("clip_id", ""))
@@ -378,21 +354,13 @@ class PretrainDataset(IterableDataset):
         cap = row.get(self.caption_field) or self.captions.get(clip_id)
         return clip_id, path, None, sub, cap
 
-    def _tar_record(
-        self, shard: str, key: str, files: dict[str, bytes]
-    ) -> tuple[str, str, bytes | None, str | None, str | None]:
-        meta: dict[str, Any] = {}
-        if "json" in files:
-            try:
-                meta = json.loads(files["json"].decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                meta = {}
-        clip_id = str(meta.get("clip_id") or os.path.basename(key))
-        ext = next((e for e in files if "." + e in VIDEO_EXTENSIONS), None)
-        name = f"{shard}/{key}.{ext or 'mp4'}"
-        sub = files["txt"].decode("utf-8", "replace") if "txt" in files else meta.get(self.subtitle_field)
-        cap = meta.get(self.caption_field) or self.captions.get(clip_id) or self.captions.get(os.path.basename(key))
-        return clip_id, name, files.get(ext) if ext else None, sub, cap
+    def _tar_record(self, shard: str, s: ShardSample) -> tuple[str, str, bytes | None, str | None, str | None]:
+        name = f"{shard}/{s.key}.{s.video_ext or 'mp4'}"
+        sub = s.text if s.text is not None else s.meta.get(self.subtitle_field)
+        cap = (
+            s.meta.get(self.caption_field) or self.captions.get(s.clip_id) or self.captions.get(os.path.basename(s.key))
+        )
+        return s.clip_id, name, s.video, sub, cap
 
     def _item(self, rec: tuple[str, str, bytes | None, str | None, str | None], rng: np.random.Generator):
         clip_id, path, data, sub, cap = rec
