@@ -202,3 +202,23 @@ def test_index_real_fixture_videos(tmp_path, model_dir):
     demo = index.rows[index.rows["path"].str.endswith("mmaction2_demo.mp4")]
     assert len(demo) >= 3 and demo["end"].max() == pytest.approx(demo["duration"].iloc[0])
     assert np.allclose(np.linalg.norm(index.emb, axis=1), 1.0, atol=1e-4)
+
+
+def test_one_model_fingerprint_ignores_reader_settings_and_reads_old_records() -> None:
+    """The eval cache, the index and the embed job share ONE fingerprint: num_frames (a reader default) does not
+    change it, weights do; an index written with the old 32-digit fingerprint still matches."""
+    import dataclasses
+
+    from clipvip import CLIPViP, tiny_config
+    from clipvip.weights.fingerprint import model_fingerprint, same_model
+
+    model = CLIPViP(tiny_config("vip"))
+    fp = model_fingerprint(model)
+    other_frames = CLIPViP(dataclasses.replace(model.config, num_frames=model.config.num_frames + 4))
+    other_frames.load_state_dict(model.state_dict())
+    assert model_fingerprint(other_frames) == fp and len(fp) == 64
+    assert same_model(fp[:32], fp) and same_model(fp, fp)
+    assert not same_model(fp[:8], fp)
+    with torch.no_grad():
+        model.logit_scale.add_(1.0)
+    assert not same_model(fp, model_fingerprint(model))

@@ -292,7 +292,7 @@ def prepare_job(cfg: EmbedConfig, parts: list[PartSource]) -> EmbedJob:
     """Load the model once here for its fingerprint and config, create the output folders, and write (or check)
     embed.json: a rerun into the same folder with another model or other frame settings would mix embeddings."""
     import clipvip
-    from clipvip.index.store import model_fingerprint
+    from clipvip.weights.fingerprint import model_fingerprint
 
     model = clipvip.load(cfg.model, num_frames=cfg.num_frames)
     model_meta = {

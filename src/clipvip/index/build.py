@@ -36,6 +36,7 @@ from clipvip.index.store import (
     read_meta,
 )
 from clipvip.io import atomic_save_npy, atomic_save_parquet, atomic_write_bytes, atomic_write_json
+from clipvip.weights.fingerprint import same_model
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def build_index(
     repaired: list[str] = []
     meta = _read_meta_or_set_aside(out, repaired) if (out / META_NAME).exists() else None
     if meta is not None:
-        if meta["model"]["fingerprint"] != fingerprint:
+        if not same_model(meta["model"]["fingerprint"], fingerprint):
             raise IndexFormatError(
                 f"{out}: built with another model ({meta['model']['path']}, fingerprint "
                 f"{meta['model']['fingerprint']}); use a new --out folder to index with this one"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from clipvip.index.ann import AnnIndex, exact_topk
-from clipvip.weights.fingerprint import model_fingerprint as _fingerprint
+from clipvip.weights.fingerprint import model_fingerprint, same_model
 
 FORMAT_VERSION = 1
 META_NAME = "index.json"
@@ -40,12 +40,6 @@ class IndexFormatError(ValueError):
 
 class IndexDamagedError(IndexFormatError):
     """One file of an index is missing, truncated or corrupted (names it): ``clipvip index`` rebuilds it."""
-
-
-def model_fingerprint(model: Any) -> str:
-    """The library's model fingerprint without ``num_frames`` (how many frames a reader samples by default): the
-    index records that in its own settings, so changing it alone does not invalidate the index."""
-    return _fingerprint(model, ignore_config=("num_frames",))[:32]
 
 
 REBUILD = "rerun `clipvip index` with the same --out to rebuild it"
@@ -244,7 +238,7 @@ def load_index_model(index: VideoIndex, model_path: str | Path | None = None) ->
 
     path = model_path or index.meta["model"]["path"]
     model = clipvip.load(path, num_frames=index.meta["settings"]["num_frames"])
-    if model_fingerprint(model) != index.meta["model"]["fingerprint"]:
+    if not same_model(index.meta["model"]["fingerprint"], model_fingerprint(model)):
         raise IndexFormatError(
             f"{path}: not the model index {index.root} was built with "
             f"(fingerprint {index.meta['model']['fingerprint']}); pass that model with --model"
