@@ -81,10 +81,6 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
@@ -128,20 +124,6 @@ def gather_with_grad(x: Tensor) -> Tensor:
     if not is_distributed():
         return x
     return _GatherWithGrad.apply(x)
-
-
-def all_reduce_mean(x: Tensor) -> Tensor:
-    """Mean of a tensor over ranks (for logging), a copy; identity in a single process."""
-    if not is_distributed():
-        return x.detach().clone()
-    y = x.detach().clone()
-    dist.all_reduce(y, op=dist.ReduceOp.SUM)
-    return y / dist.get_world_size()
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
 
 
 def cleanup() -> None:

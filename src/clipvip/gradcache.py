@@ -44,6 +44,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from clipvip.distributed import is_distributed
+
 Batch = Tensor | Sequence[Any]  # a tensor split along dim 0, or a list (e.g. of strings)
 
 
@@ -135,7 +137,7 @@ class GradCache:
 
 def average_gradients(params: Iterable[Tensor]) -> None:
     """All-reduce (mean) ``.grad`` over ranks after ``GradCache.step``; a no-op in a single process."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not is_distributed():
         return
     ws = dist.get_world_size()
     for p in params:

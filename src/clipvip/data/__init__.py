@@ -12,7 +12,6 @@ from clipvip.data.annotations import (
     video_path,
 )
 from clipvip.data.datasets import (
-    ImageCaptionDataset,
     PretrainDataset,
     RetrievalDataset,
     SkipCounter,
@@ -26,7 +25,6 @@ __all__ = [
     "DEFAULT_TEMPLATES",
     "FORMATS",
     "AnnotationError",
-    "ImageCaptionDataset",
     "PretrainDataset",
     "ResolvedVideos",
     "RetrievalDataset",

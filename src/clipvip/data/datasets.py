@@ -16,7 +16,6 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +25,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from clipvip.data.annotations import Sample, load_annotations, resolve_videos
 from clipvip.data.shards import ShardSample, iter_shard_samples
 from clipvip.text import tokenize
-from clipvip.video.read import DEFAULT_TIMEOUT, IMAGE_EXTENSIONS, VideoDecodeError, normalize
+from clipvip.video.read import DEFAULT_TIMEOUT, VideoDecodeError, normalize
 from clipvip.video.read import read_frames as _read_frames
 
 log = logging.getLogger(__name__)
@@ -423,39 +422,3 @@ def _source_kind(path: str) -> str:
     if p.endswith(".jsonl") or p.endswith(".parquet") or p.endswith(".json"):
         return "manifest"
     raise ValueError(f"{path}: unknown source kind (expected .tar shards or a .jsonl / .parquet manifest)")
-
-
-class ImageCaptionDataset(Dataset):
-    """Optional extra source of image-caption pairs (COCO / CC-style jsonl or parquet ``{"image", "caption"}``,
-    ``image`` relative to ``image_root``). Items ``{"frame": [1,3,H,W], "caption": [L], "path"}``, the same keys
-    as the corpus' caption side, so a trainer can feed them to the caption-image loss term."""
-
-    def __init__(
-        self,
-        manifest: str | os.PathLike,
-        image_root: str | os.PathLike = ".",
-        size: int = 224,
-        context_length: int = 77,
-        resize: Literal["squash", "crop"] = "squash",
-    ) -> None:
-        self.rows = [(r["image"], str(r["caption"])) for r in iter_manifest_rows(os.fspath(manifest))]
-        self.root, self.size, self.context_length, self.resize = os.fspath(image_root), size, context_length, resize
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rel, caption = self.rows[index]
-        path = rel if os.path.isabs(rel) else os.path.join(self.root, rel)
-        if Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
-            return _marker(path, "not an image file", index)
-        try:
-            frame = _read_frames(path, size=self.size, resize=self.resize).frames
-        except VideoDecodeError as e:
-            return _marker(path, e.reason, index)
-        return {
-            "frame": normalize(frame),
-            "caption": tokenize([caption], self.context_length)[0],
-            "video_index": index,
-            "path": path,
-        }

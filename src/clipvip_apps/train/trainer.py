@@ -689,11 +689,6 @@ def train(
     )
 
 
-def steps_per_epoch_for(n_samples: int, cfg: TrainConfig, world_size: int = 1) -> int:
-    """Optimizer steps in one epoch of ``n_samples`` (incomplete global batches are dropped)."""
-    return n_samples // (cfg.batch_size * world_size) // cfg.grad_accum
-
-
 __all__ = [
     "NonFiniteLossError",
     "ResumableBatchSampler",
@@ -702,6 +697,5 @@ __all__ = [
     "build_model",
     "contrastive_loss",
     "embed_batch",
-    "steps_per_epoch_for",
     "train",
 ]
