@@ -250,11 +250,12 @@ def test_bf16_accumulation_checkpointing_frozen_text(tmp_path: Path) -> None:
 def test_skipped_samples_are_counted_and_summarised(tmp_path: Path, capsys) -> None:
     def lossy_collate(items: list[dict]) -> dict:
         b = collate(items)
-        return {**b, "skipped": [{"path": "/videos/broken.mp4", "error": "truncated"}]}
+        return {**b, "skipped": [{"path": "/videos/broken.mp4", "reason": "truncated", "video_index": 0}]}
 
     res = train(tiny_cfg(tmp_path, max_steps=6), train_dataset=ToyRetrieval(), collate_fn=lossy_collate, progress=False)
     assert res.skipped == 6
-    assert "epoch 0: skipped 6 bad sample(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "epoch 0: skipped 6 of 54 samples (6x truncated); e.g. /videos/broken.mp4" in out, out
 
 
 def test_sampler_global_batches_split_across_ranks_and_resume() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,15 @@ from clipvip.numerics import at_least_fp32
 
 MAX_LOGIT_SCALE = math.log(100.0)
 
-OCL_VARIANTS: tuple[str, ...] = ("vs", "a", "b", "c", "d")
+# The embedding streams each OCL variant reads (module table): callers embed exactly these and nothing else.
+OCL_STREAMS: dict[str, frozenset[str]] = {
+    "vs": frozenset({"video", "subtitle"}),
+    "a": frozenset({"video", "subtitle", "frame", "caption"}),
+    "b": frozenset({"video", "subtitle", "caption"}),
+    "c": frozenset({"video", "subtitle", "frame", "caption"}),
+    "d": frozenset({"video", "subtitle", "frame", "caption"}),
+}
+OCL_VARIANTS: tuple[str, ...] = tuple(OCL_STREAMS)
 
 
 def scale_from_log(logit_scale: Tensor | float) -> Tensor:
@@ -136,5 +145,17 @@ def ocl_loss(
     return torch.stack(terms).mean()
 
 
-# Fine-tuning losses keyed by name (plain functions; the trainer picks one by its config).
-FINETUNE_LOSSES: dict[str, Callable[..., Tensor]] = {"infonce": info_nce, "dsl": dsl_info_nce}
+@dataclass(frozen=True)
+class FinetuneLoss:
+    """A fine-tuning loss ``fn(video, text, logit_scale, **options)`` and the names of its options, so a trainer
+    passes each loss the config fields it takes without knowing any loss by name."""
+
+    fn: Callable[..., Tensor]
+    options: tuple[str, ...] = ()
+
+
+# Fine-tuning losses keyed by the name a config gives.
+FINETUNE_LOSSES: dict[str, FinetuneLoss] = {
+    "infonce": FinetuneLoss(info_nce),
+    "dsl": FinetuneLoss(dsl_info_nce, ("dsl_temp",)),
+}

@@ -37,10 +37,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
+from clipvip.data import SkipCounter
 from clipvip.distributed import DistInfo, gather_with_grad, init_distributed
 from clipvip.gradcache import GradCache, average_gradients
 from clipvip.io import write_jsonl
-from clipvip.losses import FINETUNE_LOSSES, dsl_info_nce, ocl_loss
+from clipvip.losses import FINETUNE_LOSSES, OCL_STREAMS, ocl_loss
 from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from clipvip_apps.train.config import TrainConfig
 from clipvip_apps.train.optim import adamw, build_scheduler, param_groups
@@ -121,10 +122,11 @@ def batch_streams(
         streams["text"] = (model.encode_text, _text_ids(batch["text"], context_length).to(dev))
         return streams
     streams["subtitle"] = (model.encode_text, _text_ids(batch["subtitle"], context_length).to(dev))
-    if ocl_variant in ("a", "c", "d"):
+    needs = OCL_STREAMS[ocl_variant]
+    if "frame" in needs:
         frame = batch["frame"].to(dev, non_blocking=True)
         streams["frame"] = (model.encode_video, frame[:, None] if frame.ndim == 4 else frame)
-    if ocl_variant != "vs":
+    if "caption" in needs:
         streams["caption"] = (model.encode_text, _text_ids(batch["caption"], context_length).to(dev))
     return streams
 
@@ -142,9 +144,8 @@ def contrastive_loss(embeddings: dict[str, Tensor], logit_scale: Tensor, cfg: Tr
     g = {k: gather_with_grad(v) for k, v in embeddings.items()}
     if cfg.stage == "pretrain":
         return ocl_loss(g["video"], g.get("frame"), g["subtitle"], g.get("caption"), logit_scale, cfg.ocl_variant)
-    if cfg.finetune_loss == "dsl":
-        return dsl_info_nce(g["video"], g["text"], logit_scale, dsl_temp=cfg.dsl_temp)
-    return FINETUNE_LOSSES[cfg.finetune_loss](g["video"], g["text"], logit_scale)
+    loss = FINETUNE_LOSSES[cfg.finetune_loss]
+    return loss.fn(g["video"], g["text"], logit_scale, **{name: getattr(cfg, name) for name in loss.options})
 
 
 def _grad_cache_step(
@@ -255,21 +256,6 @@ def _dataset(cls: type, kwargs: dict[str, Any], key: str) -> Dataset:
     except TypeError as e:
         raise ValueError(f"{key}: {e} (arguments of {cls.__name__}: {list(inspect.signature(cls).parameters)})") from e
     return cls(**kwargs)
-
-
-def _skipped_items(batch: dict[str, Any]) -> list[Any]:
-    sk = batch.get("skipped") if isinstance(batch, dict) else None
-    if sk is None:
-        return []
-    if isinstance(sk, int):
-        return [None] * sk
-    return list(sk)
-
-
-def _describe_skipped(item: Any) -> str:
-    if isinstance(item, dict) and "path" in item:
-        return f"{item['path']} ({item.get('reason', 'unknown reason')})"
-    return str(item)
 
 
 def _all_ranks_have_data(batch: dict[str, Any], dinfo: DistInfo) -> bool:
@@ -559,7 +545,7 @@ def train(
                     next(it)
                 restore_rng(rng)
             this_epoch, steps_before = epoch, step
-            epoch_skipped: list[Any] = []
+            skips = SkipCounter()
             micro, consumed, loss_sum, t0, exhausted = 0, 0, 0.0, time.perf_counter(), False
             while step < total_steps:
                 try:
@@ -567,9 +553,7 @@ def train(
                 except StopIteration:
                     exhausted = True
                     break
-                sk = _skipped_items(batch)
-                epoch_skipped.extend(sk)
-                skipped_total += len(sk)
+                skipped_total += skips.update(batch)
                 consumed += 1
                 if not _all_ranks_have_data(batch, dinfo):
                     continue  # an all-bad batch (on any rank): every rank skips it, the data position advances
@@ -654,13 +638,12 @@ def train(
                     break
             if dinfo.distributed:  # every rank's bad samples, so rank 0's summary and count cover the job
                 parts: list[Any] = [None] * dinfo.world_size
-                torch.distributed.all_gather_object(parts, epoch_skipped)
-                skipped_total += sum(len(p) for p in parts) - len(epoch_skipped)
-                epoch_skipped = [x for p in parts for x in p]
-            if epoch_skipped and dinfo.is_main:
-                shown = "; ".join(_describe_skipped(s) for s in epoch_skipped[:5] if s is not None)
-                msg = f"epoch {this_epoch}: skipped {len(epoch_skipped)} bad sample(s)"
-                tqdm.write(msg + (f" (first: {shown})" if shown else ""))
+                torch.distributed.all_gather_object(parts, (skips.items, skips.seen))
+                skipped_total += sum(len(items) for items, _ in parts) - len(skips)
+                skips = SkipCounter([x for items, _ in parts for x in items], sum(seen for _, seen in parts))
+            if len(skips) and dinfo.is_main:
+                msg = f"epoch {this_epoch}: {skips.summary()}"
+                tqdm.write(msg)
                 log.warning(msg)
             if exhausted:  # a stream ended (or the sampler ran out): next epoch
                 if step == steps_before:
