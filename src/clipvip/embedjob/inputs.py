@@ -168,7 +168,7 @@ def iter_samples(source: PartSource) -> Iterator[Sample]:
     if source.shard is None:
         yield from source.samples
         return
-    from clipvip.data.datasets import iter_tar_samples
+    from clipvip.data.shards import iter_tar_samples
     from clipvip.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
     exts = {e.lstrip(".") for e in (*VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS)}
