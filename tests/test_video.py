@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from clipvip.video import (
+    DecodedFrames,
+    FrameRequest,
+    PyAVDecoder,
     VideoDecodeError,
+    VideoDecoder,
+    VideoInfo,
     normalize,
     probe,
     read_frames,
@@ -216,6 +221,21 @@ def test_images_read_as_one_frame(tmp_path) -> None:
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(VideoDecodeError, match="bad.jpg"):
         read_frames(tmp_path / "bad.jpg")
+    with pytest.raises(VideoDecodeError, match="bad.jpg"):
+        probe(tmp_path / "bad.jpg")
+
+
+def test_probe_opens_an_image_once(tmp_path, monkeypatch) -> None:
+    """probe validates an image by decoding it, and takes its size from that same open."""
+    from PIL import Image
+
+    Image.fromarray(make_frames(1, 32, 48)[0]).save(tmp_path / "a.png")
+    opened: list[object] = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    info = probe(tmp_path / "a.png")
+    assert (info.num_frames, info.width, info.height, info.codec) == (1, 48, 32, "image")
+    assert len(opened) == 1
 
 
 # -------------------------------------------------------------------------------------------- bad files
@@ -532,3 +552,39 @@ def test_parallel_runs_survive_keyframes_missing_from_the_seek_index(tmp_path, m
     seq = read_frames(path, num_frames=12, size=64, threads=1, timeout=5)
     assert torch.equal(par.frames, seq.frames)
     assert identify(par.frames, frames) == official_uniform(n, 12)
+
+
+# ------------------------------------------------------------------------------------------- decoder seam
+
+
+class ArrayDecoder:
+    """A second backend in a few lines: the "file" is an in-memory array of frames already at the output size."""
+
+    def __init__(self, frames: np.ndarray, fps: float = 8.0) -> None:
+        self.frames, self.fps = frames, fps
+
+    def decode(self, path: str, data: bytes | None, request: FrameRequest) -> DecodedFrames:
+        n = len(self.frames)
+        idx = request.pick(n)
+        assert np.array_equal(request.pick(n), idx)  # the seam's promise: asking again gives the same draw
+        frames = torch.from_numpy(self.frames[idx]).permute(0, 3, 1, 2).contiguous()
+        return DecodedFrames(frames, [i / self.fps for i in idx.tolist()], n / self.fps)
+
+    def probe(self, path: str, timeout: float) -> VideoInfo:
+        h, w = self.frames.shape[1:3]
+        return VideoInfo(len(self.frames) / self.fps, self.fps, len(self.frames), w, h, codec="array")
+
+
+def test_a_second_backend_is_one_class_behind_the_seam() -> None:
+    """read_frames / read_middle_frame / probe keep their rules (sampling, middle frame, with_middle from the
+    same decode) whatever backend decodes; the PyAV backend is one such decoder."""
+    frames = make_frames(30, seed=5)
+    dec = ArrayDecoder(frames)
+    assert isinstance(dec, VideoDecoder) and isinstance(PyAVDecoder(), VideoDecoder)
+    out = read_frames("clip.array", 5, 64, "random", rng=np.random.default_rng(3), with_middle=True, decoder=dec)
+    want = sample_indices(30, 5, "random", np.random.default_rng(3)).tolist()
+    assert identify(out.frames, frames) == want and identify(out.middle, frames) == [15]
+    assert out.timestamps == [i / 8 for i in want] and out.duration == 30 / 8 and out.path == "clip.array"
+    assert identify(read_middle_frame("clip.array", size=64, decoder=dec), frames) == [15]
+    info = probe("clip.array", decoder=dec)
+    assert (info.num_frames, info.width, info.height, info.codec) == (30, 64, 64, "array")

@@ -3,8 +3,9 @@
 They own what does not depend on how a file is decoded: argument checks, the sampling rule
 (:mod:`clipvip.video.sampling`), the middle-frame rule, images (:mod:`clipvip.video.images`) and the result type.
 Video decoding goes through the decoder seam (:class:`~clipvip.video.decoder.VideoDecoder`); the default is the
-PyAV backend (:class:`~clipvip.video.pyav_decoder.PyAVDecoder`). The names of :mod:`clipvip.video.sampling` are
-importable from here too (``from clipvip.video.read import VIDEO_EXTENSIONS, normalize, ...``).
+PyAV backend (:class:`~clipvip.video.pyav_decoder.PyAVDecoder`). What was importable from here before the split
+still is: the ``X as X`` imports re-export the names of :mod:`clipvip.video.sampling`
+(``from clipvip.video.read import VIDEO_EXTENSIONS, normalize, ...``).
 """
 
 from __future__ import annotations
@@ -18,38 +19,13 @@ import torch
 from clipvip.video.decoder import FrameRequest, VideoDecoder
 from clipvip.video.images import is_image, probe_image, read_image
 from clipvip.video.pyav_decoder import PyAVDecoder
-from clipvip.video.sampling import (
-    CLIP_MEAN,
-    CLIP_STD,
-    DEFAULT_TIMEOUT,
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    ResizeMode,
-    SampleMode,
-    VideoDecodeError,
-    VideoFrames,
-    VideoInfo,
-    normalize,
-    sample_indices,
-)
-
-__all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
-    "DEFAULT_TIMEOUT",
-    "IMAGE_EXTENSIONS",
-    "VIDEO_EXTENSIONS",
-    "ResizeMode",
-    "SampleMode",
-    "VideoDecodeError",
-    "VideoFrames",
-    "VideoInfo",
-    "normalize",
-    "probe",
-    "read_frames",
-    "read_middle_frame",
-    "sample_indices",
-]
+from clipvip.video.sampling import CLIP_MEAN as CLIP_MEAN
+from clipvip.video.sampling import CLIP_STD as CLIP_STD
+from clipvip.video.sampling import DEFAULT_TIMEOUT, ResizeMode, SampleMode, VideoFrames, VideoInfo, sample_indices
+from clipvip.video.sampling import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from clipvip.video.sampling import VIDEO_EXTENSIONS as VIDEO_EXTENSIONS
+from clipvip.video.sampling import VideoDecodeError as VideoDecodeError
+from clipvip.video.sampling import normalize as normalize
 
 
 def read_frames(
