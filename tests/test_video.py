@@ -412,7 +412,7 @@ def test_seek_loop_makes_progress(tmp_path, monkeypatch, layout, threads) -> Non
     twice (at most one seek per keyframe, whether one decoder or parallel GOP runs), and GOP skipping must
     still happen where the container can seek (keyint2: a sparse pick seeks past GOPs). The container of the
     index pass is reused for decoding (MP4): it rewinds to the first keyframe with one seek."""
-    import clipvip.video.pyav_decoder as backend
+    import clipvip.video.pyav_backend as backend
 
     name, n, cuts, params = layout
     frames = scene_cut_frames(n, cuts)
@@ -450,7 +450,7 @@ def multi_gop_frames() -> np.ndarray:
 def test_parallel_gop_runs_return_the_sequential_frames(tmp_path, monkeypatch, multi_gop_frames, name, opts) -> None:
     """Several GOPs: with decoder threads allowed, runs of GOPs decode concurrently (each with its own container);
     the result must be bit-identical to the single-decoder read, and every frame the one sampled."""
-    import clipvip.video.pyav_decoder as backend
+    import clipvip.video.pyav_backend as backend
 
     path = write_video(tmp_path / name, multi_gop_frames, fps=24, options=opts)
     runs: list[int] = []
@@ -500,7 +500,7 @@ def test_parallel_failure_and_deadline_stop_all_runs(tmp_path, monkeypatch, mult
     """A failing or slow GOP run ends the whole read with VideoDecodeError, and no worker thread outlives it."""
     import threading
 
-    import clipvip.video.pyav_decoder as backend
+    import clipvip.video.pyav_backend as backend
 
     path = write_video(tmp_path / "gops.mkv", multi_gop_frames, fps=24, options={"g": "24"})
     real_convert = backend.convert_frame
@@ -532,7 +532,7 @@ def test_parallel_failure_and_deadline_stop_all_runs(tmp_path, monkeypatch, mult
 def test_parallel_runs_survive_keyframes_missing_from_the_seek_index(tmp_path, monkeypatch) -> None:
     """A scene-cut I-frame is flagged key in its packet but missing from the MP4 sync-sample table: the GOP run
     that seeks to it lands on the previous keyframe and must decode through, giving the very same frames."""
-    import clipvip.video.pyav_decoder as backend
+    import clipvip.video.pyav_backend as backend
 
     n, cut = 48, 20
     smooth = make_frames(1, seed=11)[0].astype(int) // 2

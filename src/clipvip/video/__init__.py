@@ -5,9 +5,9 @@ One concept per module:
 * ``sampling``: which frames (the official CLIP-ViP rule over the frames actually in the stream), the shared
   types (``VideoFrames``, ``VideoInfo``, ``VideoDecodeError``) and constants, ``normalize``.
 * ``read``: the public readers; argument checks, the middle-frame rule, images vs videos.
-* ``decoder``: **the decoder seam**, a small protocol (``VideoDecoder``: ``decode(path, data, FrameRequest) ->
+* ``backend``: **the decoder seam**, a small protocol (``VideoDecoder``: ``decode(path, data, FrameRequest) ->
   DecodedFrames`` and ``probe(path, timeout) -> VideoInfo``) plus the ``Deadline`` every backend honours.
-* ``pyav_decoder``: the default backend (PyAV/FFmpeg), built from ``pyav_stream`` (open, stream choice, frame
+* ``pyav_backend``: the default backend (PyAV/FFmpeg), built from ``pyav_stream`` (open, stream choice, frame
   conversion, fallback exceptions), ``keyframes`` (the demux-only keyframe index), ``decode`` (by pts, by
   count) and ``gop_parallel`` (runs of GOPs decoded concurrently).
 * ``images``: image files read as 1-frame videos.
@@ -20,8 +20,8 @@ not from the header), scaled bicubic to ``request.size`` with rotation applied, 
 ``VideoDecodeError`` for every failure, including a read slower than ``request.timeout``.
 """
 
-from clipvip.video.decoder import DecodedFrames, FrameRequest, VideoDecoder
-from clipvip.video.pyav_decoder import PyAVDecoder
+from clipvip.video.backend import DecodedFrames, FrameRequest, VideoDecoder
+from clipvip.video.pyav_backend import PyAVDecoder
 from clipvip.video.read import probe, read_frames, read_middle_frame
 from clipvip.video.sampling import (
     CLIP_MEAN,

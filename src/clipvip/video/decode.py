@@ -19,7 +19,7 @@ from collections.abc import Callable
 import av
 import numpy as np
 
-from clipvip.video.decoder import Deadline
+from clipvip.video.backend import Deadline
 from clipvip.video.keyframes import key_before
 from clipvip.video.pyav_stream import (
     NO_SEEK_FORMATS,

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from clipvip.video.backend import Cancelled, Deadline
 from clipvip.video.decode import decode_by_pts
-from clipvip.video.decoder import Cancelled, Deadline
 from clipvip.video.keyframes import key_before
 from clipvip.video.pyav_stream import Convert, Opened, setup_decoder
 

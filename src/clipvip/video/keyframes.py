@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import av
 
-from clipvip.video.decoder import Deadline
+from clipvip.video.backend import Deadline
 from clipvip.video.pyav_stream import TimestampsUnusable
 from clipvip.video.sampling import VideoDecodeError
 

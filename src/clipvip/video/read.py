@@ -2,8 +2,8 @@
 
 They own what does not depend on how a file is decoded: argument checks, the sampling rule
 (:mod:`clipvip.video.sampling`), the middle-frame rule, images (:mod:`clipvip.video.images`) and the result type.
-Video decoding goes through the decoder seam (:class:`~clipvip.video.decoder.VideoDecoder`); the default is the
-PyAV backend (:class:`~clipvip.video.pyav_decoder.PyAVDecoder`). What was importable from here before the split
+Video decoding goes through the decoder seam (:class:`~clipvip.video.backend.VideoDecoder`); the default is the
+PyAV backend (:class:`~clipvip.video.pyav_backend.PyAVDecoder`). What was importable from here before the split
 still is: the ``X as X`` imports re-export the names of :mod:`clipvip.video.sampling`
 (``from clipvip.video.read import VIDEO_EXTENSIONS, normalize, ...``).
 """
@@ -16,9 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from clipvip.video.decoder import FrameRequest, VideoDecoder
+from clipvip.video.backend import FrameRequest, VideoDecoder
 from clipvip.video.images import is_image, probe_image, read_image
-from clipvip.video.pyav_decoder import PyAVDecoder
+from clipvip.video.pyav_backend import PyAVDecoder
 from clipvip.video.sampling import CLIP_MEAN as CLIP_MEAN
 from clipvip.video.sampling import CLIP_STD as CLIP_STD
 from clipvip.video.sampling import DEFAULT_TIMEOUT, ResizeMode, SampleMode, VideoFrames, VideoInfo, sample_indices

@@ -1,4 +1,4 @@
-"""The PyAV (FFmpeg) backend of the decoder seam (:class:`~clipvip.video.decoder.VideoDecoder`).
+"""The PyAV (FFmpeg) backend of the decoder seam (:class:`~clipvip.video.backend.VideoDecoder`).
 
 How one read goes:
 
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from clipvip.video.backend import Deadline, DecodedFrames, FrameRequest
 from clipvip.video.decode import decode_by_count, decode_by_pts
-from clipvip.video.decoder import Deadline, DecodedFrames, FrameRequest
 from clipvip.video.gop_parallel import decode_parallel, parallel_workers, plan_chunks
 from clipvip.video.keyframes import KeyframeIndex, build_index
 from clipvip.video.pyav_stream import (

@@ -3,7 +3,7 @@
 ``read_frames`` / ``read_middle_frame`` / ``probe`` (``clipvip.video.read``) own everything that does not depend
 on how a file is decoded: argument checks, the sampling rule, the middle-frame rule, images, the result type.
 A backend only answers "these frames of this file, scaled" (:meth:`VideoDecoder.decode`) and "what is in this
-file" (:meth:`VideoDecoder.probe`). The PyAV backend (``clipvip.video.pyav_decoder``) is the default; another
+file" (:meth:`VideoDecoder.probe`). The PyAV backend (``clipvip.video.pyav_backend``) is the default; another
 one (torchcodec, a GPU decoder) is one new file with a class that has these two methods, passed as
 ``read_frames(..., decoder=...)``.
 """
