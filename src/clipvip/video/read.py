@@ -71,7 +71,7 @@ def read_frames(
         return sample_indices(n, num_frames, mode, rng)
 
     pick = _same_draw_per_count(sample, with_middle)
-    request = FrameRequest(pick, size, resize, start, end, timeout, threads)
+    request = FrameRequest(pick, size=size, resize=resize, start=start, end=end, timeout=timeout, threads=threads)
     out = (decoder or PyAVDecoder()).decode(path, data, request)
     if with_middle:
         return VideoFrames(out.frames[:-1], out.timestamps[:-1], out.duration, path, middle=out.frames[-1:].clone())
@@ -97,7 +97,7 @@ def read_middle_frame(
     def middle(n: int) -> np.ndarray:
         return np.array([n // 2])
 
-    request = FrameRequest(middle, size, resize, None, None, timeout, None)
+    request = FrameRequest(middle, size=size, resize=resize, timeout=timeout)
     return (decoder or PyAVDecoder()).decode(path, data, request).frames
 
 
