@@ -26,8 +26,10 @@ from clipvip.data import (
 from clipvip.text import tokenize
 from clipvip.video import normalize, read_frames, read_middle_frame, write_video
 
-ANN = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "annotations"
-needs_fixtures = pytest.mark.skipif(not ANN.is_dir(), reason="shared fixtures not present")
+
+@pytest.fixture
+def ann(shared_fixtures: Path) -> Path:
+    return shared_fixtures / "annotations"
 
 
 def _frames(n: int, seed: int, size: int = 32) -> np.ndarray:
@@ -38,10 +40,9 @@ def _frames(n: int, seed: int, size: int = 32) -> np.ndarray:
 # ----------------------------------------------------------------------------------- real annotation files
 
 
-@needs_fixtures
-def test_didemo_paragraphs() -> None:
-    raw = json.loads((ANN / "DiDeMo_val_data.json").read_text())
-    samples = load_annotations(ANN / "DiDeMo_val_data.json", "didemo")
+def test_didemo_paragraphs(ann: Path) -> None:
+    raw = json.loads((ann / "DiDeMo_val_data.json").read_text())
+    samples = load_annotations(ann / "DiDeMo_val_data.json", "didemo")
     assert len({r["video"] for r in raw}) == 1094  # file names, some videos under two containers
     assert len(samples) == len({s.video_id for s in samples}) == 1065  # the standard DiDeMo val size
     assert all(len(s.texts) == 1 for s in samples)
@@ -98,38 +99,35 @@ def test_split_list_with_a_repeated_id_is_an_error(tmp_path: Path) -> None:
         load_annotations(tmp_path / "caps.json", "msvd", split_list=tmp_path / "list.txt")
 
 
-@needs_fixtures
-def test_activitynet_paragraphs() -> None:
-    raw = json.loads((ANN / "ActivityNetCaptions_val_1.json").read_text())
-    samples = load_annotations(ANN / "ActivityNetCaptions_val_1.json", "activitynet")
+def test_activitynet_paragraphs(ann: Path) -> None:
+    raw = json.loads((ann / "ActivityNetCaptions_val_1.json").read_text())
+    samples = load_annotations(ann / "ActivityNetCaptions_val_1.json", "activitynet")
     assert [s.video_id for s in samples] == list(raw)
     s = samples[0]
     assert s.texts[0] == " ".join(" ".join(raw[s.video_id]["sentences"]).split())
     assert all("  " not in s.texts[0] and s.texts[0] == s.texts[0].strip() for s in samples)
 
 
-@needs_fixtures
-def test_msvd_splits() -> None:
+def test_msvd_splits(ann: Path) -> None:
     sizes = {}
     for split in ("train", "val", "test"):
-        samples = load_annotations(ANN / "MSVD_captions_msvd.json", "msvd", split_list=ANN / f"MSVD_{split}_list.txt")
+        samples = load_annotations(ann / "MSVD_captions_msvd.json", "msvd", split_list=ann / f"MSVD_{split}_list.txt")
         sizes[split] = len(samples)
     assert sizes == {"train": 1200, "val": 100, "test": 670}  # the standard MSVD split
-    raw = json.loads((ANN / "MSVD_captions_msvd.json").read_text())
-    s = load_annotations(ANN / "MSVD_captions_msvd.json", "msvd", split_list=ANN / "MSVD_test_list.txt")[0]
+    raw = json.loads((ann / "MSVD_captions_msvd.json").read_text())
+    s = load_annotations(ann / "MSVD_captions_msvd.json", "msvd", split_list=ann / "MSVD_test_list.txt")[0]
     assert len(s.texts) == len(raw[s.video_id])
 
 
-@needs_fixtures
-def test_msrvtt_id_list_needs_captions(tmp_path: Path) -> None:
+def test_msrvtt_id_list_needs_captions(tmp_path: Path, ann: Path) -> None:
     with pytest.raises(AnnotationError, match="captions="):
-        load_annotations(ANN / "MSRVTT_train.9k.csv", "msrvtt")
-    ids = (ANN / "MSRVTT_train.9k.csv").read_text().split()[1:]
+        load_annotations(ann / "MSRVTT_train.9k.csv", "msrvtt")
+    ids = (ann / "MSRVTT_train.9k.csv").read_text().split()[1:]
     assert len(ids) == 9000
     sentences = [{"video_id": v, "caption": f"caption {k} of {v}", "sen_id": k} for v in ids for k in range(2)]
     cap = tmp_path / "MSRVTT_data.json"
     cap.write_text(json.dumps({"videos": [], "sentences": sentences}))
-    samples = load_annotations(ANN / "MSRVTT_train.9k.csv", "msrvtt", captions=cap)
+    samples = load_annotations(ann / "MSRVTT_train.9k.csv", "msrvtt", captions=cap)
     assert [s.video_id for s in samples] == ids and samples[5].texts == [
         f"caption 0 of {ids[5]}",
         f"caption 1 of {ids[5]}",

@@ -17,8 +17,6 @@ from clipvip.index import AnnConfig, IndexConfig, VideoIndex, build_index, windo
 from clipvip.video import normalize, read_frames, write_video
 from clipvip_apps.cli import main
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-
 
 def _video(path: Path, seed: int, frames: int = 8, fps: float = 4.0) -> Path:
     rng = np.random.default_rng(seed)
@@ -190,10 +188,9 @@ def test_windows_and_ann_path(tmp_path, model_dir, capsys):
         assert ai.search(np.asarray(ai.emb[row]), 1, per_video=False)[0].row == row
 
 
-@pytest.mark.skipif(not (FIXTURES / "videos").is_dir(), reason="shared fixtures not available")
-def test_index_real_fixture_videos(tmp_path, model_dir):
+def test_index_real_fixture_videos(tmp_path, model_dir, shared_fixtures):
     model = clipvip.load(model_dir)
-    src = FIXTURES / "videos"
+    src = shared_fixtures / "videos"
     rep = build_index(src, tmp_path / "idx", model, model_dir, IndexConfig(window=4.0), progress=False)
     names = {p.name for p in src.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".webm")}
     index = VideoIndex.open(tmp_path / "idx")

@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from clipvip.video import (
+    DecodedFrames,
+    FrameRequest,
+    PyAVDecoder,
     VideoDecodeError,
+    VideoDecoder,
+    VideoInfo,
     normalize,
     probe,
     read_frames,
@@ -21,7 +26,6 @@ from clipvip.video import (
     write_video,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 QUIET = {"x265-params": "log-level=none"}
 
 
@@ -217,6 +221,21 @@ def test_images_read_as_one_frame(tmp_path) -> None:
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(VideoDecodeError, match="bad.jpg"):
         read_frames(tmp_path / "bad.jpg")
+    with pytest.raises(VideoDecodeError, match="bad.jpg"):
+        probe(tmp_path / "bad.jpg")
+
+
+def test_probe_opens_an_image_once(tmp_path, monkeypatch) -> None:
+    """probe validates an image by decoding it, and takes its size from that same open."""
+    from PIL import Image
+
+    Image.fromarray(make_frames(1, 32, 48)[0]).save(tmp_path / "a.png")
+    opened: list[object] = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    info = probe(tmp_path / "a.png")
+    assert (info.num_frames, info.width, info.height, info.codec) == (1, 48, 32, "image")
+    assert len(opened) == 1
 
 
 # -------------------------------------------------------------------------------------------- bad files
@@ -300,12 +319,10 @@ VIDEO_FIXTURES = ["mmaction2_demo.mp4", "mmaction2_test.avi", "decord_flipping_a
 
 
 @pytest.mark.parametrize("name", VIDEO_FIXTURES)
-def test_real_fixture_videos_match_naive_decode(name: str) -> None:
+def test_real_fixture_videos_match_naive_decode(name: str, shared_fixtures: Path) -> None:
     """Against an independent reference: decode every frame in order, take the official indices, resize with
     torch (bicubic, antialiased). Frames must agree within a small pixel tolerance."""
-    path = FIXTURES / "videos" / name
-    if not path.exists():
-        pytest.skip("shared fixtures not present")
+    path = shared_fixtures / "videos" / name
     with av.open(str(path)) as c:
         all_frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     idx = official_uniform(len(all_frames), 12)
@@ -395,7 +412,7 @@ def test_seek_loop_makes_progress(tmp_path, monkeypatch, layout, threads) -> Non
     twice (at most one seek per keyframe, whether one decoder or parallel GOP runs), and GOP skipping must
     still happen where the container can seek (keyint2: a sparse pick seeks past GOPs). The container of the
     index pass is reused for decoding (MP4): it rewinds to the first keyframe with one seek."""
-    import clipvip.video.read as reader
+    import clipvip.video.pyav_backend as backend
 
     name, n, cuts, params = layout
     frames = scene_cut_frames(n, cuts)
@@ -403,13 +420,13 @@ def test_seek_loop_makes_progress(tmp_path, monkeypatch, layout, threads) -> Non
     with av.open(str(path)) as c:
         num_keys = sum(1 for p in c.demux(video=0) if p.is_keyframe and p.size)
     per_container: list[list[int]] = []
-    real_open = reader._open
+    real_open = backend.open_container
 
     def counting_open(*a, **k):
         per_container.append([])
         return _SeekCounter(real_open(*a, **k), per_container[-1])
 
-    monkeypatch.setattr(reader, "_open", counting_open)
+    monkeypatch.setattr(backend, "open_container", counting_open)
     for t in (n, 3):
         per_container.clear()
         out = read_frames(path, num_frames=t, size=64, timeout=5, threads=threads)
@@ -433,12 +450,12 @@ def multi_gop_frames() -> np.ndarray:
 def test_parallel_gop_runs_return_the_sequential_frames(tmp_path, monkeypatch, multi_gop_frames, name, opts) -> None:
     """Several GOPs: with decoder threads allowed, runs of GOPs decode concurrently (each with its own container);
     the result must be bit-identical to the single-decoder read, and every frame the one sampled."""
-    import clipvip.video.read as reader
+    import clipvip.video.pyav_backend as backend
 
     path = write_video(tmp_path / name, multi_gop_frames, fps=24, options=opts)
     runs: list[int] = []
-    real = reader._decode_parallel
-    monkeypatch.setattr(reader, "_decode_parallel", lambda chunks, *a: runs.append(len(chunks)) or real(chunks, *a))
+    real = backend.decode_parallel
+    monkeypatch.setattr(backend, "decode_parallel", lambda chunks, *a: runs.append(len(chunks)) or real(chunks, *a))
     seq = read_frames(path, num_frames=12, size=64, threads=1)
     assert runs == []  # threads=1: one decoder, no worker threads
     for threads in (None, 2, 3):
@@ -452,41 +469,41 @@ def test_parallel_gop_runs_return_the_sequential_frames(tmp_path, monkeypatch, m
 
 
 def test_threads_1_starts_no_threads(tmp_path, monkeypatch, multi_gop_frames) -> None:
-    import clipvip.video.read as reader
+    import threading
 
     path = write_video(tmp_path / "gops.mp4", multi_gop_frames, fps=24, options={"g": "16"})
 
     def no_threads(*a, **k):
         raise AssertionError("threads=1 must not start threads")
 
-    monkeypatch.setattr(reader.threading, "Thread", no_threads)
+    monkeypatch.setattr(threading, "Thread", no_threads)
     out = read_frames(path, num_frames=12, size=64, threads=1)
     assert identify(out.frames, multi_gop_frames) == official_uniform(96, 12)
 
 
 def test_plan_chunks_balances_whole_gops() -> None:
-    from clipvip.video.read import _plan_chunks
+    from clipvip.video.gop_parallel import plan_chunks
 
     pts = list(range(300))
     keys = [0, 150, 300 - 10]
     targets = [0, 28, 56, 84, 112, 140, 168, 196, 224, 252, 280, 299]
-    chunks = _plan_chunks(targets, keys, pts, 2)
+    chunks = plan_chunks(targets, keys, pts, 2)
     assert chunks == [[0, 28, 56, 84, 112, 140], [168, 196, 224, 252, 280, 299]]
-    assert [t for c in _plan_chunks(targets, keys, pts, 4) for t in c] == targets  # never splits inside a GOP
-    assert _plan_chunks(targets, keys, pts, 1) == [targets]
-    assert _plan_chunks(targets, [0], pts, 2) == [targets]  # one GOP: nothing to split
+    assert [t for c in plan_chunks(targets, keys, pts, 4) for t in c] == targets  # never splits inside a GOP
+    assert plan_chunks(targets, keys, pts, 1) == [targets]
+    assert plan_chunks(targets, [0], pts, 2) == [targets]  # one GOP: nothing to split
     # tiny GOP runs: an extra open costs more than it saves
-    assert _plan_chunks([0, 2, 5, 7], [0, 4], list(range(8)), 2) == [[0, 2, 5, 7]]
+    assert plan_chunks([0, 2, 5, 7], [0, 4], list(range(8)), 2) == [[0, 2, 5, 7]]
 
 
 def test_parallel_failure_and_deadline_stop_all_runs(tmp_path, monkeypatch, multi_gop_frames) -> None:
     """A failing or slow GOP run ends the whole read with VideoDecodeError, and no worker thread outlives it."""
     import threading
 
-    import clipvip.video.read as reader
+    import clipvip.video.pyav_backend as backend
 
     path = write_video(tmp_path / "gops.mkv", multi_gop_frames, fps=24, options={"g": "24"})
-    real_convert = reader._convert
+    real_convert = backend.convert_frame
     main = threading.main_thread()
 
     def failing(*a, **k):
@@ -495,7 +512,7 @@ def test_parallel_failure_and_deadline_stop_all_runs(tmp_path, monkeypatch, mult
         return real_convert(*a, **k)
 
     before = threading.active_count()
-    monkeypatch.setattr(reader, "_convert", failing)
+    monkeypatch.setattr(backend, "convert_frame", failing)
     with pytest.raises(VideoDecodeError, match="boom in a worker"):
         read_frames(path, num_frames=12, size=64, threads=2)
     assert threading.active_count() == before
@@ -506,7 +523,7 @@ def test_parallel_failure_and_deadline_stop_all_runs(tmp_path, monkeypatch, mult
         time.sleep(0.2)
         return real_convert(*a, **k)
 
-    monkeypatch.setattr(reader, "_convert", slow)
+    monkeypatch.setattr(backend, "convert_frame", slow)
     with pytest.raises(VideoDecodeError, match="timed out"):
         read_frames(path, num_frames=12, size=64, threads=2, timeout=0.5)
     assert threading.active_count() == before
@@ -515,7 +532,7 @@ def test_parallel_failure_and_deadline_stop_all_runs(tmp_path, monkeypatch, mult
 def test_parallel_runs_survive_keyframes_missing_from_the_seek_index(tmp_path, monkeypatch) -> None:
     """A scene-cut I-frame is flagged key in its packet but missing from the MP4 sync-sample table: the GOP run
     that seeks to it lands on the previous keyframe and must decode through, giving the very same frames."""
-    import clipvip.video.read as reader
+    import clipvip.video.pyav_backend as backend
 
     n, cut = 48, 20
     smooth = make_frames(1, seed=11)[0].astype(int) // 2
@@ -528,10 +545,46 @@ def test_parallel_runs_survive_keyframes_missing_from_the_seek_index(tmp_path, m
     with av.open(str(path)) as c:
         assert [i for i, p in enumerate(c.demux(video=0)) if p.is_keyframe and p.size] == [0, cut]
     runs: list[int] = []
-    real = reader._decode_parallel
-    monkeypatch.setattr(reader, "_decode_parallel", lambda chunks, *a: runs.append(len(chunks)) or real(chunks, *a))
+    real = backend.decode_parallel
+    monkeypatch.setattr(backend, "decode_parallel", lambda chunks, *a: runs.append(len(chunks)) or real(chunks, *a))
     par = read_frames(path, num_frames=12, size=64, threads=2, timeout=5)
     assert runs == [2]
     seq = read_frames(path, num_frames=12, size=64, threads=1, timeout=5)
     assert torch.equal(par.frames, seq.frames)
     assert identify(par.frames, frames) == official_uniform(n, 12)
+
+
+# ------------------------------------------------------------------------------------------- decoder seam
+
+
+class ArrayDecoder:
+    """A second backend in a few lines: the "file" is an in-memory array of frames already at the output size."""
+
+    def __init__(self, frames: np.ndarray, fps: float = 8.0) -> None:
+        self.frames, self.fps = frames, fps
+
+    def decode(self, path: str, data: bytes | None, request: FrameRequest) -> DecodedFrames:
+        n = len(self.frames)
+        idx = request.pick(n)
+        assert np.array_equal(request.pick(n), idx)  # the seam's promise: asking again gives the same draw
+        frames = torch.from_numpy(self.frames[idx]).permute(0, 3, 1, 2).contiguous()
+        return DecodedFrames(frames, [i / self.fps for i in idx.tolist()], n / self.fps)
+
+    def probe(self, path: str, timeout: float) -> VideoInfo:
+        h, w = self.frames.shape[1:3]
+        return VideoInfo(len(self.frames) / self.fps, self.fps, len(self.frames), w, h, codec="array")
+
+
+def test_a_second_backend_is_one_class_behind_the_seam() -> None:
+    """read_frames / read_middle_frame / probe keep their rules (sampling, middle frame, with_middle from the
+    same decode) whatever backend decodes; the PyAV backend is one such decoder."""
+    frames = make_frames(30, seed=5)
+    dec = ArrayDecoder(frames)
+    assert isinstance(dec, VideoDecoder) and isinstance(PyAVDecoder(), VideoDecoder)
+    out = read_frames("clip.array", 5, 64, "random", rng=np.random.default_rng(3), with_middle=True, decoder=dec)
+    want = sample_indices(30, 5, "random", np.random.default_rng(3)).tolist()
+    assert identify(out.frames, frames) == want and identify(out.middle, frames) == [15]
+    assert out.timestamps == [i / 8 for i in want] and out.duration == 30 / 8 and out.path == "clip.array"
+    assert identify(read_middle_frame("clip.array", size=64, decoder=dec), frames) == [15]
+    info = probe("clip.array", decoder=dec)
+    assert (info.num_frames, info.width, info.height, info.codec) == (30, 64, 64, "array")

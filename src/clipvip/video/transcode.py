@@ -25,7 +25,8 @@ import av
 import numpy as np
 
 from clipvip.io import atomic_path
-from clipvip.video.read import DEFAULT_TIMEOUT, VideoDecodeError, _open, _pick_stream
+from clipvip.video.pyav_stream import open_container, pick_stream
+from clipvip.video.sampling import DEFAULT_TIMEOUT, VideoDecodeError
 
 # container format and video codec per output suffix (the temp file has no telling suffix, so name them)
 _OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
@@ -169,8 +170,8 @@ def transcode(
     fmt, codec = _OUTPUT_FORMATS[suffix]
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _open(src, timeout) as container:
-            stream = _pick_stream(container, src)
+        with open_container(src, timeout) as container:
+            stream = pick_stream(container, src)
             stream.thread_type = "AUTO" if threads != 1 else "SLICE"
             stream.codec_context.thread_count = threads
             rate = fps or float(stream.average_rate or stream.guessed_rate or 25)
