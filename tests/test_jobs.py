@@ -78,3 +78,14 @@ def test_ray_engine_equals_local(tmp_path):
         ray.shutdown()
     assert set(s.failed) == {2} and "cannot be read" in s.failed[2]
     assert _values(remote) == {k: v for k, v in _values(local).items() if k != 2}
+
+
+def test_failure_lines_name_samples_and_parts(tmp_path):
+    s = run_job(SquareJob(str(tmp_path), bad=1), progress=False)
+    s.stats[0]["failed"] = [{"path": "a.mp4", "reason": "moov atom not found"}, {"file": "b.avi", "reason": "empty"}]
+    lines = s.failure_lines(limit=1, where="stats/")
+    assert lines == [
+        "  skipped a.mp4: moov atom not found",
+        "  ... and 1 more (listed in stats/)",
+        "  part 1 failed: OSError: part 1 cannot be read (run the command again to retry it)",
+    ]

@@ -82,6 +82,21 @@ class JobSummary:
             n += len(v) if isinstance(v, list | tuple) else int(v or 0)
         return n
 
+    def failed_samples(self) -> list[dict[str, Any]]:
+        """The bad samples the parts run now reported (their stats' ``failed`` lists)."""
+        return [f for s in self.stats.values() for f in s.get("failed", [])]
+
+    def failure_lines(self, limit: int = 10, where: str = "") -> list[str]:
+        """One line per bad sample (up to ``limit``; ``where`` says where the rest are listed) and per failed part."""
+        samples = self.failed_samples()
+        lines = [f"  skipped {f.get('path') or f.get('file') or '?'}: {f.get('reason', '')}" for f in samples[:limit]]
+        if len(samples) > limit:
+            lines.append(f"  ... and {len(samples) - limit} more" + (f" (listed in {where})" if where else ""))
+        lines += [
+            f"  part {p} failed: {why} (run the command again to retry it)" for p, why in sorted(self.failed.items())
+        ]
+        return lines
+
 
 def _run_one(job: PartsJob, part: int) -> tuple[int, dict[str, Any]]:
     return part, job.run_part(part)

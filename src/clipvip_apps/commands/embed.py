@@ -54,16 +54,11 @@ def run(args: argparse.Namespace) -> int:
         summary = run_embed_ray(job, address=args.address, num_encoders=args.encoders, progress=not args.quiet)
     else:
         summary = run_job(job, "local", progress=not args.quiet)
-    failed_files = [f for s in summary.stats.values() for f in s.get("failed", [])]
     print(
         f"{args.out}: {len(summary.ran)} parts written, {len(summary.skipped_done)} already done, "
         f"{len(summary.failed)} failed; {summary.total('done')} videos, {summary.total('rows')} rows, "
-        f"{len(failed_files)} files skipped in {summary.seconds:.1f}s"
+        f"{len(summary.failed_samples())} files skipped in {summary.seconds:.1f}s"
     )
-    for f in failed_files[:20]:
-        print(f"  skipped {f['file']}: {f['reason']}", file=sys.stderr)
-    if len(failed_files) > 20:
-        print(f"  ... and {len(failed_files) - 20} more (see {args.out}/stats/)", file=sys.stderr)
-    for part, why in sorted(summary.failed.items()):
-        print(f"  part {part} failed: {why} (rerun to retry it)", file=sys.stderr)
+    for line in summary.failure_lines(limit=20, where=f"{args.out}/stats/"):
+        print(line, file=sys.stderr)
     return 1 if summary.failed else 0

@@ -75,18 +75,13 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = run_job(job, args.engine, address=args.address)
     written, existing = summary.total("written"), summary.total("existing")
-    failed = [f for s in summary.stats.values() for f in s.get("failed", [])]
     print(
         f"parts: {len(summary.ran)} run, {len(summary.skipped_done)} already done, {len(summary.failed)} failed; "
-        f"videos: {written} written, {existing} already there, {len(failed)} unreadable "
+        f"videos: {written} written, {existing} already there, {len(summary.failed_samples())} unreadable "
         f"({summary.seconds:.1f} s, {written / max(summary.seconds, 1e-9):.1f} videos/s)"
     )
-    for f in failed[:10]:
-        print(f"  skipped {f['path']}: {f['reason']}")
-    if len(failed) > 10:
-        print(f"  ... and {len(failed) - 10} more (listed in {args.out / 'prepared.json'} when all parts are done)")
-    for part, reason in summary.failed.items():
-        print(f"  part {part} failed: {reason} (run the command again to retry it)")
+    for line in summary.failure_lines(where=f"{args.out / 'prepared.json'} when all parts are done"):
+        print(line)
     manifest = job.write_manifest(preset.name if preset else None)
     if manifest is not None:
         print(f"wrote {manifest}")
