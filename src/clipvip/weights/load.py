@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clipvip.config import ModelConfig
 from clipvip.model.clipvip import CONFIG_NAME, WEIGHTS_NAME, CLIPViP
+from clipvip.weights.card import provenance
 from clipvip.weights.convert import (
     adapt_to_variant,
     convert_hf,
@@ -17,7 +18,6 @@ from clipvip.weights.convert import (
     is_official_clipvip,
     is_openai_layout,
 )
-from clipvip.weights.card import provenance
 from clipvip.weights.hub import resolve_model
 from clipvip.weights.io import CheckpointError, StateDict, check_state_dict, read_state_dict
 
