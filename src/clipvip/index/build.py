@@ -266,7 +266,9 @@ def build_index(
     meta.update(
         {
             "model": {
-                "path": str(Path(model_path).resolve()),
+                # a local path is made absolute; a hub id / open_clip NAME:TAG / URL is kept as typed
+                "path": str(Path(model_path).resolve()) if Path(model_path).exists() else str(model_path),
+                "source": (getattr(model, "provenance", None) or {}).get("source"),
                 "fingerprint": fingerprint,
                 "config": model.config.to_dict(),
             },

@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from clipvip.eval.nmi import read_texts
     from clipvip.eval.presets import get_preset
     from clipvip.eval.report import markdown_table, plot_recall_curves, write_json, write_markdown
+    from clipvip.weights.card import record_eval
 
     preset = get_preset(args.preset)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -136,5 +137,7 @@ def run(args: argparse.Namespace) -> int:
     written = [out / "results.json", out / "results.md"]
     if ranks is not None:
         written.append(plot_recall_curves(ranks, out / "recall.png", title=preset.name))
+    card = record_eval(args.model, result)  # a local clipvip folder: its model card lists this result
+    written += [card] if card is not None else []
     print("wrote " + ", ".join(str(p) for p in written) + (" (embeddings from cache)" if result["from_cache"] else ""))
     return 0

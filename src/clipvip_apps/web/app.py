@@ -60,7 +60,8 @@ def create_app(
     index: VideoIndex, encode_text: Callable[[str], np.ndarray], cfg: WebConfig | None = None, model_name: str = ""
 ) -> FastAPI:
     """The app over an opened index. ``encode_text``: query string -> L2-normalised embedding [E] (normally the
-    index's own model; see ``create_app_from_path``)."""
+    index's own model; see ``create_app_from_path``). ``/api/info`` names the model by its source (hub id, file),
+    as recorded in the index, and its weights fingerprint."""
     cfg = cfg or WebConfig()
     app = FastAPI(title="clipvip search", docs_url=None, redoc_url=None, openapi_url=None)
     cache = _LRU(cfg.cache_size)
@@ -106,6 +107,7 @@ def create_app(
             "search": index.ann.kind if index.ann else "exact",
             "windowed": windowed,
             "model": model_name,
+            "model_source": model_source(index.meta["model"]),
             "max_query_chars": cfg.max_query_chars,
             "max_k": cfg.max_k,
             "default_k": cfg.default_k,
@@ -157,6 +159,18 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def model_source(meta: dict[str, Any]) -> dict[str, Any]:
+    """What an index says about its model: the spec it was built with (a path, ``org/name``, ``ViT-B-32:openai``,
+    a URL), the checkpoint that model was converted from when it was, and the weights fingerprint."""
+    origin = meta.get("source") or {}
+    return {
+        "spec": meta.get("path"),
+        "origin": origin.get("describe") or origin.get("spec"),
+        "origin_kind": origin.get("kind"),
+        "fingerprint": meta.get("fingerprint"),
+    }
 
 
 def create_app_from_path(
