@@ -24,6 +24,7 @@ def default_cache_dir() -> Path:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from clipvip.distributed import default_num_workers
     from clipvip.eval.presets import PRESETS
 
     p = sub.add_parser(
@@ -49,7 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context-length", type=int, default=None, help="text tokens (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per batch")
     p.add_argument("--text-batch-size", type=int, default=256)
-    p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding videos")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader workers decoding videos (default: the CPUs available, minus one: %(default)s here)",
+    )
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="fp16 autocast for the vision tower on CUDA")
     p.add_argument("--ties", choices=["optimistic", "pessimistic", "mean"], default="optimistic")

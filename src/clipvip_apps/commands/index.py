@@ -8,6 +8,8 @@ from clipvip_apps.commands._inference import add_inference_args, prepare_for_inf
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from clipvip.distributed import default_num_workers
+
     p = sub.add_parser("index", help="index a folder of videos for search (incremental: re-runs encode only changes)")
     p.add_argument("video_dir", help="folder to walk (recursive)")
     p.add_argument("--model", required=True, help="checkpoint (any format clipvip.load reads)")
@@ -21,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--stride", type=float, default=None, help="seconds between window starts (default --window)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_num_workers(),
+        help="decoding threads (default: the CPUs available, minus one: %(default)s here)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_inference_args(p)
     p.set_defaults(func=run)

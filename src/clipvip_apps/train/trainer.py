@@ -229,17 +229,21 @@ def _default_collate() -> Callable:
     return collate
 
 
-def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
-    """Data sets from the config's keyword arguments (the CLI path; the Python API takes dataset objects)."""
+def build_datasets(cfg: TrainConfig, model_config: Any = None) -> tuple[Dataset, Dataset | None]:
+    """Data sets from the config's keyword arguments (the CLI path; the Python API takes dataset objects).
+    Frame count and size default to ``model_config``'s (see ``clipvip_apps.train.data_args``)."""
     from clipvip import data
+    from clipvip_apps.train.data_args import data_kwargs
 
     if not cfg.train_data:
         raise ValueError("train_data is empty: set the data set arguments in the config (or pass a dataset)")
+    train_kw = data_kwargs(cfg.stage, cfg.train_data, model_config, cfg.num_frames, cfg.context_length)
     if cfg.stage == "pretrain":
-        train_ds = data.PretrainDataset(**cfg.train_data)
+        train_ds = data.PretrainDataset(**train_kw)
     else:
-        train_ds = data.RetrievalDataset(**{"split": "train", **cfg.train_data})
-    eval_ds = data.RetrievalDataset(**{"split": "test", **cfg.eval_data}) if cfg.eval_data else None
+        train_ds = data.RetrievalDataset(**{"split": "train", **train_kw})
+    eval_kw = data_kwargs("finetune", cfg.eval_data, model_config, cfg.num_frames, cfg.context_length)
+    eval_ds = data.RetrievalDataset(**{"split": "test", **eval_kw}) if cfg.eval_data else None
     return train_ds, eval_ds
 
 
@@ -393,7 +397,7 @@ def train(
             p.requires_grad_(False)
 
     if train_dataset is None:
-        train_dataset, built_eval = build_datasets(cfg)
+        train_dataset, built_eval = build_datasets(cfg, getattr(model, "config", None))
         eval_dataset = eval_dataset if eval_dataset is not None else built_eval
     collate = collate_fn or _default_collate()
     if eval_dataset is not None and evaluate_fn is None:
