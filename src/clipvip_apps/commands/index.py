@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("index", help="index a folder of videos for search (incremental: re-runs encode only changes)")
     p.add_argument("video_dir", help="folder to walk (recursive)")
-    p.add_argument("--model", required=True, help="checkpoint (any format clipvip.load reads)")
+    p.add_argument("--model", required=True, help="folder, weights file, hub id (org/name), open_clip NAME:TAG or URL")
     p.add_argument("--out", required=True, help="index folder (created or updated)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per video/window (default: the model's)")
     p.add_argument(
@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="decoding threads (default: the CPUs available, minus one: %(default)s here)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--reindex",
+        action="store_true",
+        help="re-encode every video (needed to switch an index to another model; other --window / --num-frames / "
+        "--stride settings re-encode by themselves)",
+    )
     add_inference_args(p)
     p.set_defaults(func=run)
 
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         stride=args.stride,
         batch_size=args.batch_size,
         decode_workers=args.workers,
+        reindex=args.reindex,
     )
     report = build_index(
         args.video_dir, args.out, model, args.model, cfg, progress=not args.quiet, fingerprint=fingerprint
