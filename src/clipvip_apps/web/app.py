@@ -13,7 +13,7 @@ import mimetypes
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from clipvip.index import Hit, VideoIndex
+from clipvip_apps.web.media import MediaConfig, add_media_routes
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -33,6 +34,7 @@ class WebConfig:
     max_k: int = 100
     default_k: int = 24
     cache_size: int = 1024  # text embeddings of recent queries (a search box repeats itself a lot)
+    media: MediaConfig = field(default_factory=MediaConfig)  # playing what browsers cannot: see web/media.py
 
 
 class _LRU:
@@ -143,15 +145,21 @@ def create_app(
             raise HTTPException(404, "no such thumbnail")
         return FileResponse(p, media_type="image/jpeg", headers={"cache-control": "max-age=3600"})
 
-    @app.get("/api/video/{video}")
-    def video(video: int) -> FileResponse:
+    def file_of(video: int) -> Path:
         if not 0 <= video < len(index.videos):
             raise HTTPException(404, "no such video in the index")
         p = Path(index.videos[video])
         if not p.is_file():
             raise HTTPException(404, "the indexed file is gone; re-run `clipvip index`")
+        return p
+
+    @app.get("/api/video/{video}")
+    def video(video: int) -> FileResponse:
+        p = file_of(video)
         media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
         return FileResponse(p, media_type=media)
+
+    add_media_routes(app, index, file_of, cfg.media)
 
     @app.get("/")
     def page() -> FileResponse:
