@@ -150,3 +150,55 @@ def test_type_query_and_see_expected_result_first(served):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_xvid_avi_plays_through_a_transcode(tmp_path, monkeypatch):
+    """The real XviD AVI fixture: the page asks /api/media, gets a converted copy of the matched window, says so,
+    and the browser decodes it (video frames with a size, time advancing). Without an encoder it shows frames."""
+    from conftest import FIXTURES
+
+    from clipvip_apps.web import WebConfig, create_app_from_path
+    from clipvip_apps.web.media import MediaConfig
+
+    avi = FIXTURES / "videos" / "mmaction2_test.avi"
+    if not avi.is_file():
+        pytest.skip("../shared/fixtures is not present")
+    torch.manual_seed(0)
+    clipvip.CLIPViP(clipvip.tiny_config()).save_pretrained(tmp_path / "model")
+    (tmp_path / "videos").mkdir()
+    os.symlink(avi, tmp_path / "videos" / avi.name)
+    build_index(
+        tmp_path / "videos", tmp_path / "idx", clipvip.load(tmp_path / "model"), tmp_path / "model", progress=False
+    )
+    cfg = WebConfig(media=MediaConfig(transcode_dir=tmp_path / "tc"))
+    with serve_in_thread(create_app_from_path(tmp_path / "idx", cfg=cfg)) as url:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 900, "height": 700})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"{url}/?q=anything")
+                page.locator("#results .card .thumb").first.click()
+                sync_api.expect(page.locator("#player-note")).to_contain_text("converted copy")
+                page.wait_for_function(
+                    "() => { const v = document.getElementById('video');"
+                    " return v.dataset.mode === 'transcode' && v.readyState >= 2 && v.videoWidth === 320; }",
+                    timeout=30000,
+                )
+                page.wait_for_function("() => document.getElementById('video').currentTime > 0.2", timeout=15000)
+                page.screenshot(path=str(ARTIFACTS / "e2e_avi_transcoded.png"))
+                page.click("#close")
+
+                # a server without any encoder: a strip of the window's frames, and the reason
+                monkeypatch.setattr("clipvip_apps.web.media.available_encoder", lambda: None)
+                page.locator("#results .card .thumb").first.click()
+                sync_api.expect(page.locator("#player-note")).to_contain_text("no H.264/VP8/VP9 encoder")
+                page.wait_for_function(
+                    "() => { const s = document.getElementById('strip'); return !s.hidden && s.naturalWidth === 720; }"
+                )
+                assert page.locator("#video").is_hidden()
+                page.screenshot(path=str(ARTIFACTS / "e2e_avi_strip.png"))
+                assert not errors, errors
+            finally:
+                browser.close()

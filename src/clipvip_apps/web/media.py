@@ -93,7 +93,7 @@ def add_media_routes(app: FastAPI, index: VideoIndex, file_of: Callable[[int], P
 
         path = file_of(video)
         try:
-            vf = read_frames(path, cfg.strip_frames, cfg.strip_height, start=start or None, end=end, resize="crop")
+            vf = read_frames(path, cfg.strip_frames, cfg.strip_height, start=start, end=end, resize="crop")
         except VideoDecodeError as e:
             raise HTTPException(415, f"cannot read {path.name}: {e.reason}") from e
         frames = vf.frames.permute(0, 2, 3, 1).numpy()  # [T, H, W, 3]
