@@ -28,6 +28,15 @@ def test_help_lists_every_data_key_with_its_default():
                 assert line is not None and "(default: " in line, name
 
 
+def test_readme_lists_the_same_keys():
+    from clipvip_apps.train.data_args import schema_text
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert schema_text() in readme, (
+        "README's train_data list is stale: paste clipvip_apps.train.data_args.schema_text()"
+    )
+
+
 def test_every_option_help_shows_its_default():
     for command in ("index", "encode-video", "convert", "train", "eval"):
         text = _help(command)
