@@ -186,3 +186,26 @@ def test_save_pretrained_card_and_hf_hub_roundtrip(hf_cache, tmp_path):
     assert back.provenance["loaded_from"] == "hf-hub:me/my-vip"
     assert len(back.provenance["conversion"]) == 2
     assert json.loads((out / "config.json").read_text())["provenance"]["source"]["kind"] == "local"
+
+
+def test_index_records_a_hub_id_and_reloads_it_offline(hf_cache, tmp_path, capsys):
+    """``clipvip index --model org/name`` keeps the id as typed (not a path under the current folder), and
+    ``search``/``serve`` load it again from the cache."""
+    from clipvip.index import VideoIndex, load_index_model
+    from clipvip.video import write_video
+    from clipvip_apps.cli import main
+
+    hf = _hf_model()
+    hf.save_pretrained(tmp_path / "saved")
+    put_in_hf_cache(
+        hf_cache, "org/tiny-clip", {n: tmp_path / "saved" / n for n in ("config.json", "model.safetensors")}
+    )
+    x = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8).numpy()
+    write_video(tmp_path / "v" / "a.mp4", x, fps=8)
+    idx = tmp_path / "idx"
+    assert main(["index", str(tmp_path / "v"), "--model", "org/tiny-clip", "--out", str(idx), "--quiet"]) == 0
+    meta = VideoIndex.open(idx).meta["model"]
+    assert meta["path"] == "org/tiny-clip" and meta["source"]["kind"] == "hf-hub"
+    assert load_index_model(VideoIndex.open(idx)).config.vision.image_size == 32
+    assert main(["search", str(idx), "a frisbee"]) == 0
+    assert "a.mp4" in capsys.readouterr().out
