@@ -24,6 +24,7 @@ from clipvip.text import tokenize
 from clipvip.weights.hub import ModelNotFoundError, resolve_model, url_cache_path
 
 hub = pytest.importorskip("huggingface_hub")
+hub_constants = pytest.importorskip("huggingface_hub.constants")
 RELEASE_B32 = (
     "https://hdvila.blob.core.windows.net/dataset/pretrain_clipvip_base_32.pt?sp=r&st=2023-03-16T05:02:41Z"
     "&se=2027-05-31T13:02:41Z&spr=https&sv=2021-12-02&sr=b&sig=x"
@@ -53,8 +54,8 @@ def hf_cache(tmp_path, monkeypatch) -> Path:
     """An empty Hugging Face cache, offline (huggingface_hub reads both settings from ``constants`` per call)."""
     cache = tmp_path / "hf-cache"
     cache.mkdir()
-    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     return cache
 
 
@@ -83,6 +84,23 @@ def test_hf_hub_id_from_cache_offline(hf_cache, tmp_path):
         model = clipvip.load(spec, variant="meanpool")
         _assert_same_as_hf(model, hf)
     assert model.provenance["source"]["spec"] == "openai/clip-vit-base-patch32"
+
+
+def test_no_network_cached_model_works_missing_one_is_one_line(hf_cache, tmp_path, monkeypatch):
+    """Not offline mode but no network (the hub endpoint refuses connections): huggingface_hub falls back to its
+    cache, and a model absent from it is one line saying the hub could not be reached."""
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")
+    backoff = []  # huggingface_hub retries a refused connection with sleeps of 1+2+4+8+8 s: count, do not wait
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", backoff.append)
+    hf = _hf_model()
+    hf.save_pretrained(tmp_path / "saved")
+    put_in_hf_cache(hf_cache, "org/cached", {n: tmp_path / "saved" / n for n in ("config.json", "model.safetensors")})
+    _assert_same_as_hf(clipvip.load("org/cached", variant="meanpool"), hf)
+    with pytest.raises(ModelNotFoundError) as e:
+        resolve_model("org/not-cached")
+    assert "\n" not in str(e.value) and "could not be reached" in str(e.value)
+    assert len(backoff) == 2 * 5, backoff  # one retry sequence per model (its config.json), not one per file
 
 
 def test_missing_hub_model_offline_is_one_line(hf_cache, tmp_path, capsys):

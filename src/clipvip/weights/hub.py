@@ -101,12 +101,22 @@ def _from_hf(repo: str) -> ModelSource:
 
     unreachable: list[str] = []  # files the hub was not asked for (offline) or could not be reached for
 
-    def get(filename: str) -> Path | None:
+    def get(filename: str, cache_first: bool = True) -> Path | None:
+        """One file. Only config.json always asks the hub (that refreshes the revision the cache points at); the
+        rest come from the cache when that revision has them, and once the hub proved unreachable only the cache
+        is asked: each unreachable try costs ~20 s of huggingface_hub's back-off."""
+        if cache_first or unreachable:
+            try:
+                return Path(hub.hf_hub_download(repo_id, filename, revision=revision, local_files_only=True))
+            except errors.LocalEntryNotFoundError:
+                if unreachable:
+                    return None
         try:
             return Path(hub.hf_hub_download(repo_id, filename, revision=revision))
         except errors.RepositoryNotFoundError as e:
             raise ModelNotFoundError(
-                f"{repo_id}: no such model on the Hugging Face hub (private or gated ones need HF_TOKEN); {HELP}"
+                f"{repo_id}: no such local file or folder, nor a model on the Hugging Face hub (private or gated "
+                f"ones need HF_TOKEN); {HELP}"
             ) from e
         except errors.RevisionNotFoundError as e:
             raise ModelNotFoundError(f"{repo_id}: no revision {revision!r} on the Hugging Face hub") from e
@@ -116,7 +126,7 @@ def _from_hf(repo: str) -> ModelSource:
             unreachable.append(filename)
             return None
 
-    config = get(HF_CONFIG)
+    config = get(HF_CONFIG, cache_first=False)
     weights = next((p for p in map(get, HF_WEIGHTS) if p is not None), None) if config is not None else None
     if config is not None and weights is not None:
         get(HF_CARD)  # optional: kept next to the weights so a clipvip folder's card travels with it
@@ -124,8 +134,8 @@ def _from_hf(repo: str) -> ModelSource:
     oc = next((p for p in map(get, OPEN_CLIP_WEIGHTS) if p is not None), None)
     if oc is not None:
         return ModelSource(repo_id, oc, "hf-hub", act=_open_clip_repo_act(get), revision=revision)
-    if unreachable:
-        raise ModelNotFoundError(f"{repo_id}: {_offline_hint()}")
+    if unreachable:  # may also be a mistyped local path that looks like org/name
+        raise ModelNotFoundError(f"{repo_id}: no such local file or folder, and {_offline_hint()}")
     wanted = " or ".join((*HF_WEIGHTS, *OPEN_CLIP_WEIGHTS)) if config is not None else HF_CONFIG
     raise ModelNotFoundError(f"{repo_id}: the repo has no {wanted}; not a CLIP model clipvip can read")
 
