@@ -23,6 +23,7 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _shows_default(self, action: argparse.Action) -> bool:
         return (
             bool(action.option_strings)
+            and not action.required
             and not isinstance(action, self._FLAGS)
             and action.default is not argparse.SUPPRESS
         )
@@ -30,7 +31,6 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _format_action(self, action: argparse.Action) -> str:
         if not (action.help and action.help.strip()) and self._shows_default(action):
             action = copy.copy(action)  # an option without help text still gets its default shown
-            action.help = ""
             action.help = self._get_help_string(action)
         return super()._format_action(action)
 
