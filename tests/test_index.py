@@ -219,3 +219,33 @@ def test_one_model_fingerprint_ignores_reader_settings_and_reads_old_records() -
     with torch.no_grad():
         model.logit_scale.add_(1.0)
     assert not same_model(fp, model_fingerprint(model))
+
+
+def test_other_settings_reindex_after_saying_so(tmp_path, model_dir, capsys, caplog):
+    """Re-running ``index`` with another --window re-encodes everything (with a warning), leaving no file of the
+    old generation; another model is refused with one line naming --reindex, which then switches the index."""
+    vids = tmp_path / "v"
+    long = _video(vids / "long.mp4", 0, frames=48, fps=8)  # 6 s
+    _video(vids / "short.mp4", 1, frames=8, fps=8)
+    idx = tmp_path / "idx"
+    base = ["index", str(vids), "--out", str(idx), "--quiet", "--precision", "fp32"]
+    assert main([*base, "--model", str(model_dir)]) == 0
+    assert len(VideoIndex.open(idx)) == 2
+    with caplog.at_level("WARNING"):
+        assert main([*base, "--model", str(model_dir), "--window", "2"]) == 0
+    assert "re-encoding every video (window None -> 2.0, stride None -> 2.0)" in caplog.text
+    assert "encoded 2" in capsys.readouterr().out
+    index = VideoIndex.open(idx)
+    assert len(index) == 4 and index.meta["settings"]["window"] == 2.0
+    np.testing.assert_allclose(index.emb[0], _direct_embedding(clipvip.load(model_dir), long, 0.0, 2.0), atol=1e-5)
+    assert sorted(f.name for f in idx.iterdir() if f.name.startswith("data-")) == ["data-1.npy", "data-1.parquet"]
+
+    other = tmp_path / "other"
+    torch.manual_seed(1)
+    clipvip.CLIPViP(clipvip.tiny_config()).save_pretrained(other)
+    assert main([*base, "--model", str(other), "--window", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another model" in err and "--reindex" in err and "\n" not in err
+    assert main([*base, "--model", str(other), "--window", "2", "--reindex"]) == 0
+    assert VideoIndex.open(idx).meta["model"]["path"] == str(other.resolve())
+    assert main(["search", str(idx), "x"]) == 0

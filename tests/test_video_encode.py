@@ -34,12 +34,17 @@ def test_encode_video_cli(tmp_path: Path) -> None:
         )  # fmt: skip
         assert r.returncode == 1, r.stderr  # one file skipped
         assert "bad.mp4" in r.stderr
-        emb = np.load(out)
+        if out.suffix == ".npz":
+            z = np.load(out)
+            emb, names = z["embeddings"], list(z["paths"])
+        else:
+            emb, names = np.load(out), out.with_name(out.stem + ".paths.txt").read_text().splitlines()
+        assert names == [str(Path(f).resolve()) for f in files]  # which file each row is
         assert emb.shape[0] == 3 and np.isnan(emb[1]).all() and not np.isnan(emb[[0, 2]]).any()
         return emb
 
     emb = encode(tmp_path / "emb.npy", "--precision", "fp32")
-    default = encode(tmp_path / "emb_default.npy")  # optimize_for_inference "auto": bf16 where the CPU has it
+    default = encode(tmp_path / "emb_default.npz", "--quiet")  # "auto": bf16 where the CPU has it
     loaded = clipvip.load(tmp_path / "m").eval()
     cfg = loaded.config
     x = torch.stack([normalize(read_frames(v, cfg.num_frames, cfg.vision.image_size).frames) for v in vids])

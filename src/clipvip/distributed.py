@@ -130,3 +130,14 @@ def cleanup() -> None:
     """Destroy the process group if one exists (end of a torchrun job)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def default_num_workers() -> int:
+    """Data-loading workers to use when the user did not say: the CPUs this process may run on, shared between
+    the processes torchrun started on this node, minus one for the process that runs the model (at least 1)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        cpus = os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cpus // max(local, 1) - 1)

@@ -6,6 +6,7 @@ here, in ``main``, not in every command."""
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import logging
 import os
@@ -17,10 +18,48 @@ import clipvip_apps.commands as commands_pkg
 log = logging.getLogger(__name__)
 
 
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the help already says it: a user should not have to
+    read the source to know what an option does when left out. Flags (off unless given) and positionals are left
+    as written; descriptions keep their line breaks."""
+
+    _FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction, argparse._VersionAction)
+
+    def _shows_default(self, action: argparse.Action) -> bool:
+        return (
+            bool(action.option_strings)
+            and not action.required
+            and not isinstance(action, self._FLAGS)
+            and action.default is not argparse.SUPPRESS
+        )
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not (action.help and action.help.strip()) and self._shows_default(action):
+            action = copy.copy(action)  # an option without help text still gets its default shown
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not self._shows_default(action) or "default" in text.lower():
+            return text
+        shown = "none" if action.default in (None, []) else "%(default)s"
+        return f"{text} (default: {shown})".strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser class of every sub-command (and theirs): help with defaults, whatever a command asks for."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        if kw.get("formatter_class") in (None, argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter):
+            kw["formatter_class"] = DefaultsHelpFormatter
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipvip", description="CLIP-ViP video-text retrieval")
+    parser = _Parser(prog="clipvip", description="CLIP-ViP video-text retrieval")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue

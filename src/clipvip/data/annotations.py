@@ -80,7 +80,12 @@ def _merge(pairs: Iterable[tuple[str, str]]) -> list[Sample]:
 
 
 def _load_jsonl(path: Path) -> list[Sample]:
-    """Official CLIP-ViP annotations: one {"clip_id", "text": str | [str]} per line (a .json list also works)."""
+    """One object per line (a .json list also works), in either of two layouts:
+
+    - official CLIP-ViP: ``{"clip_id", "text": str | [str]}``, video ``<clip_id>.mp4``;
+    - your own data: ``{"video": "clips/a.mp4", "caption": str | [str]}`` (``text`` / ``captions`` also read;
+      ``clip_id`` optional, default the video path), the path relative to the video root or absolute.
+    Rows of one video are merged, texts in file order."""
     rows: list[tuple[int, dict]] = []
     if path.suffix.lower() == ".json":
         data = _read_json(path)
@@ -95,13 +100,21 @@ def _load_jsonl(path: Path) -> list[Sample]:
                         rows.append((n, json.loads(line)))
                     except json.JSONDecodeError as e:
                         raise AnnotationError(f"{path}:{n}: not valid JSON ({e})") from e
-    pairs = []
+    by_id: dict[str, Sample] = {}
     for n, row in rows:
-        if not isinstance(row, dict) or "clip_id" not in row or "text" not in row:
-            raise AnnotationError(f"{path}:{n}: expected an object with 'clip_id' and 'text'")
-        vid = _video_id(row["clip_id"], f"{path}:{n}: clip_id")
-        pairs.extend((vid, _clean(t)) for t in _texts(row["text"], f"{path}:{n}: text"))
-    return _merge(pairs)
+        text_key = next((k for k in ("text", "caption", "captions") if isinstance(row, dict) and k in row), None)
+        if not isinstance(row, dict) or text_key is None or ("clip_id" not in row and "video" not in row):
+            raise AnnotationError(
+                f"{path}:{n}: expected an object with 'video' and 'caption' (or the official 'clip_id' and 'text')"
+            )
+        if row.get("clip_id") not in (None, ""):
+            vid = _video_id(row["clip_id"], f"{path}:{n}: clip_id")
+        else:
+            vid = _video_id(row["video"], f"{path}:{n}: video")
+        file = _video_id(row["video"], f"{path}:{n}: video") if "video" in row else f"{vid}.mp4"
+        texts = _texts(row[text_key], f"{path}:{n}: {text_key}")
+        by_id.setdefault(vid, Sample(vid, [], file)).texts.extend(_clean(t) for t in texts)
+    return list(by_id.values())
 
 
 def _load_msrvtt(path: Path, captions: str | os.PathLike | None) -> list[Sample]:
@@ -248,7 +261,7 @@ class AnnotationReader:
 READERS: dict[str, AnnotationReader] = {
     r.name: r
     for r in (
-        AnnotationReader("jsonl", _load_jsonl, "{root}/{video_id}.mp4"),
+        AnnotationReader("jsonl", _load_jsonl, "{root}/{file}"),  # a row's "video" path, else "<clip_id>.mp4"
         AnnotationReader("msrvtt", _load_msrvtt, "{root}/{video_id}.mp4", ("captions",)),
         AnnotationReader("didemo", _load_didemo, "{root}/{video_id}.*"),
         AnnotationReader("activitynet", _load_activitynet, "{root}/{video_id}.*"),
@@ -270,7 +283,8 @@ def load_annotations(
 ) -> list[Sample]:
     """Read a benchmark annotation file into samples (one per video; texts whitespace-normalised).
 
-    * ``jsonl``: official CLIP-ViP ``{"clip_id", "text": str | [str]}`` lines (or a .json list of them).
+    * ``jsonl``: official CLIP-ViP ``{"clip_id", "text": str | [str]}`` lines (or a .json list of them), or your
+      own ``{"video": path, "caption": str | [str]}`` lines.
     * ``msrvtt``: ``MSRVTT_data.json``, the 1k-A csv (``key,vid_key,video_id,sentence``), or a split id list csv
       with ``captions="MSRVTT_data.json"``.
     * ``didemo`` / ``activitynet``: one paragraph (sentences joined) per video.
@@ -312,6 +326,8 @@ def video_path(sample: Sample, template: str, root: str | os.PathLike = ".") -> 
     }
     try:
         path = template.format(**fields)
+        if template.startswith("{root}/") and os.path.isabs(rest := template[len("{root}/") :].format(**fields)):
+            path = rest  # an absolute path in the annotation ignores the root, as os.path.join does
     except KeyError as e:
         raise ValueError(f"video path template {template!r} uses unknown field {e}; known: {sorted(fields)}") from e
     except (IndexError, AttributeError, ValueError) as e:  # "{0}", "{root.x}", "{": not a usable template

@@ -54,6 +54,9 @@ class IndexConfig:
     chunk_rows: int = 64  # rows per pending chunk: the most encoded work an interrupt can lose is what is unflushed
     decode_workers: int = 2
     ann: AnnConfig = field(default_factory=AnnConfig)
+    # An existing index built with other settings (window, stride, frames) is re-encoded from scratch, after a
+    # warning; with another model it is an error unless ``reindex`` (scores of two models are not comparable).
+    reindex: bool = False
 
 
 @dataclass
@@ -297,22 +300,28 @@ def build_index(
     }
     repaired: list[str] = []
     meta = _read_meta_or_set_aside(out, repaired) if (out / META_NAME).exists() else None
-    if meta is not None:
-        if not same_model(meta["model"]["fingerprint"], fingerprint):
-            raise IndexFormatError(
-                f"{out}: built with another model ({meta['model']['path']}, fingerprint "
-                f"{meta['model']['fingerprint']}); use a new --out folder to index with this one"
-            )
-        if meta["settings"] != settings:
-            raise IndexFormatError(
-                f"{out}: built with settings {meta['settings']}, asked for {settings}; use a new --out folder"
-            )
-    else:  # record the model and settings up front so that pending chunks can never be mixed with another model
+    if meta is not None and not same_model(meta["model"]["fingerprint"], fingerprint) and not cfg.reindex:
+        raise IndexFormatError(
+            f"{out}: built with another model ({meta['model']['path']}, fingerprint "
+            f"{meta['model']['fingerprint'][:12]}); pass --reindex to re-encode it with this one, or use a new --out"
+        )
+    if meta is not None and (meta["settings"] != settings or cfg.reindex):
+        changed = {k: f"{meta['settings'].get(k)} -> {v}" for k, v in settings.items() if meta["settings"].get(k) != v}
+        log.warning(
+            "%s: re-encoding every video (%s)",
+            out,
+            ", ".join(f"{k} {v}" for k, v in changed.items()) if changed else "--reindex",
+        )
+        _drop_all(out, meta)
+        meta = None
+    if meta is None:  # record the model and settings up front so pending chunks can never be mixed with others
         meta = {"format": FORMAT_VERSION, "generation": None, "ann": None, "failed": [], "count": 0}
     meta.update(
         {
             "model": {
-                "path": str(Path(model_path).resolve()),
+                # a local path is made absolute; a hub id / open_clip NAME:TAG / URL is kept as typed
+                "path": str(Path(model_path).resolve()) if Path(model_path).exists() else str(model_path),
+                "source": (getattr(model, "provenance", None) or {}).get("source"),
                 "fingerprint": fingerprint,
                 "config": model.config.to_dict(),
             },
@@ -396,6 +405,15 @@ def build_index(
     report.total_videos = rows["path"].nunique()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _drop_all(out: Path, meta: dict[str, Any]) -> None:
+    """Forget an index's rows before re-encoding it: index.json first (atomically: from then on the old files are
+    unreferenced), then the old generation, its ANN and any pending chunks."""
+    atomic_write_json(out / META_NAME, {**meta, "generation": None, "ann": None, "count": 0, "failed": []})
+    for pattern in ("data-*.npy", "data-*.parquet", "ann-*.faiss", "pending/chunk-*"):
+        for f in out.glob(pattern):
+            f.unlink(missing_ok=True)
 
 
 def _commit(

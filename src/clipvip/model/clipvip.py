@@ -27,6 +27,9 @@ class CLIPViP(nn.Module):
         self.visual = VisionTower(config)
         self.text = TextTower(config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        # Where the weights came from (``clipvip.weights.card.provenance``; set by ``clipvip.load``): saved in
+        # config.json and shown in the model card.
+        self.provenance: dict = {}
 
     @property
     def device(self) -> torch.device:
@@ -59,7 +62,8 @@ class CLIPViP(nn.Module):
                 module.grad_checkpointing = enable
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (fp32 unless the model is in another dtype)."""
+        """Write ``config.json`` + ``model.safetensors`` (fp32 unless the model is in another dtype) + a model card
+        ``README.md`` (``clipvip.weights.card``): a folder ready for ``huggingface_hub.upload_folder``."""
         from safetensors.torch import save_file
 
         if self.config.act == "quick_gelu" and any(
@@ -76,7 +80,11 @@ class CLIPViP(nn.Module):
         tmp = d / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "library": "clipvip"})
         tmp.replace(d / WEIGHTS_NAME)
-        (d / CONFIG_NAME).write_text(json.dumps({"clipvip": self.config.to_dict()}, indent=2))
+        meta = {"clipvip": self.config.to_dict(), **({"provenance": self.provenance} if self.provenance else {})}
+        (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        from clipvip.weights.card import write_card
+
+        write_card(d, self.num_params())
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clipvip.config import ModelConfig
 from clipvip.model.clipvip import CONFIG_NAME, WEIGHTS_NAME, CLIPViP
+from clipvip.weights.card import provenance
 from clipvip.weights.convert import (
     Heads,
     adapt_to_variant,
@@ -20,6 +21,7 @@ from clipvip.weights.convert import (
     is_official_clipvip,
     is_openai_layout,
 )
+from clipvip.weights.hub import resolve_model
 from clipvip.weights.io import CheckpointError, StateDict, check_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,9 @@ def load(
     ``act``: activation for bare OpenAI/open_clip state dicts, which cannot record it (default QuickGELU).
     ``heads``: attention head counts for bare open_clip state dicts, which cannot record them either.
     """
-    cfg, sd, source = read_checkpoint(path, act, heads)
+    origin = resolve_model(path)  # a hub id / open_clip NAME:TAG / URL -> a local path in that library's cache
+    act = act or origin.act
+    cfg, sd, source = read_checkpoint(origin.path, act, heads)
     plain_clip = "visual.added_proxies" not in sd and "visual.seq_head.frame_position_embeddings" not in sd
     target = variant or ("vip" if plain_clip and cfg.variant == "meanpool" else cfg.variant)
     updates: dict = {"variant": target}
@@ -119,6 +123,7 @@ def load(
     model = CLIPViP(cfg)
     check_state_dict(model, sd, source)
     model.load_state_dict(sd, strict=True)
+    model.provenance = provenance(origin, source, {"variant": target, "num_frames": num_frames, "act": act})
     log.info("loaded %s as variant=%s (%.1fM params)", source, target, model.num_params() / 1e6)
     return model.eval()
 

@@ -15,6 +15,8 @@ import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from clipvip.distributed import default_num_workers
+
     p = sub.add_parser(
         "caption",
         help="caption the middle frame of every clip with an image captioner (auxiliary captions, paper Sec. 4.1)",
@@ -62,7 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--video-root", default=".", help="root for relative video paths (as the pretraining data set)")
     d.add_argument("--video-template", default=None, help="video path from row fields, e.g. '{root}/{clip_id}.mp4'")
-    d.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding frames")
+    d.add_argument(
+        "--num-workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader workers decoding frames (default: the CPUs available, minus one: %(default)s here)",
+    )
     j = p.add_argument_group("job")
     j.add_argument("--rank", type=int, default=None, help="default: $RANK (torchrun) or 0")
     j.add_argument("--world-size", type=int, default=None, help="default: $WORLD_SIZE (torchrun) or 1")

@@ -1,7 +1,9 @@
 """``clipvip encode-video FILE... --model M --out video.npy``: videos (or images) -> L2-normalised embeddings.
 
-Row i of the output is FILE i. A file that cannot be decoded gets a row of NaN (never a silent zero), is named
-on stderr, and makes the exit status 1 (2 when nothing could be read)."""
+Row i of the output is FILE i, and the output says so itself: ``--out x.npy`` writes ``x.paths.txt`` beside it
+(line i = the file of row i), ``--out x.npz`` holds ``embeddings`` and ``paths``. A file that cannot be decoded
+gets a row of NaN (never a silent zero), is named on stderr, and makes the exit status 1 (2 when nothing could be
+read)."""
 
 from __future__ import annotations
 
@@ -19,21 +21,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode-video", help="encode video/image files to L2-normalised embeddings (.npy)")
     p.add_argument("files", nargs="+", help="video or image files")
     p.add_argument("--model", required=True, help="checkpoint (any format clipvip.load reads)")
-    p.add_argument("--out", default="video_embeddings.npy")
+    p.add_argument(
+        "--out",
+        default="video_embeddings.npy",
+        help="x.npy (+ x.paths.txt naming each row's file) or x.npz (embeddings + paths)",
+    )
     p.add_argument("--num-frames", type=int, default=None, help="frames per video (default: the model's)")
     p.add_argument("--size", type=int, default=None, help="frame size (default: the model's image size)")
     p.add_argument("--resize", choices=["squash", "crop"], default="squash")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_inference_args(p)
     p.set_defaults(func=run)
+
+
+def paths_file(out: Path) -> Path:
+    """``x.npy`` -> ``x.paths.txt``: the file of each row, one per line."""
+    return out.with_name(out.name[: -len(out.suffix)] + ".paths.txt" if out.suffix else out.name + ".paths.txt")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import clipvip
-    from clipvip.io import atomic_save_npy
+    from clipvip.io import atomic_path, atomic_save_npy, atomic_write_text
     from clipvip.video import VideoDecodeError, normalize, read_frames
 
     path = Path(args.out)
@@ -57,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             rows[i] = e
         batch.clear()
 
-    for i, f in enumerate(tqdm(args.files, desc="videos", unit="file", disable=len(args.files) < 4)):
+    for i, f in enumerate(tqdm(args.files, desc="videos", unit="file", disable=args.quiet or len(args.files) < 4)):
         try:
             frames = read_frames(f, num_frames=num_frames, size=size, resize=args.resize, timeout=args.timeout).frames
         except VideoDecodeError as e:
@@ -79,6 +91,15 @@ def run(args: argparse.Namespace) -> int:
         if r is not None:
             out[i] = r
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(path, out)
-    print(f"wrote {path}: {out.shape}" + (f", {len(failed)} file(s) skipped (NaN rows)" if failed else ""))
+    names = [str(Path(f).resolve()) for f in args.files]
+    if path.suffix == ".npz":
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, embeddings=out, paths=np.asarray(names))
+        written = f"{path} (embeddings {out.shape} + paths)"
+    else:
+        ids = paths_file(path)
+        atomic_save_npy(path, out)
+        atomic_write_text(ids, "".join(n + "\n" for n in names))
+        written = f"{path}: {out.shape}; row i is line i of {ids}"
+    print(f"wrote {written}" + (f", {len(failed)} file(s) skipped (NaN rows)" if failed else ""))
     return 1 if failed else 0

@@ -27,6 +27,7 @@ def default_cache_dir() -> Path:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from clipvip.distributed import default_num_workers
     from clipvip.eval.presets import PRESETS
 
     p = sub.add_parser(
@@ -52,7 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context-length", type=int, default=None, help="text tokens (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=16, help="videos per batch")
     p.add_argument("--text-batch-size", type=int, default=256)
-    p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding videos")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader workers decoding videos (default: the CPUs available, minus one: %(default)s here)",
+    )
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="fp16 autocast for the vision tower on CUDA")
     p.add_argument("--ties", choices=["optimistic", "pessimistic", "mean"], default="optimistic")
@@ -133,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from clipvip.eval.paper import backbone_of, comparison
     from clipvip.eval.presets import get_preset
     from clipvip.eval.report import markdown_table, plot_recall_curves, write_json, write_markdown
+    from clipvip.weights.card import record_eval
 
     preset = get_preset(args.preset)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -179,5 +186,7 @@ def run(args: argparse.Namespace) -> int:
     written = [out / "results.json", out / "results.md"]
     if ranks is not None:
         written.append(plot_recall_curves(ranks, out / "recall.png", title=preset.name))
+    card = record_eval(args.model, result)  # a local clipvip folder: its model card lists this result
+    written += [card] if card is not None else []
     print("wrote " + ", ".join(str(p) for p in written) + (" (embeddings from cache)" if result["from_cache"] else ""))
     return 0

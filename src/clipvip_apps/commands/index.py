@@ -8,9 +8,11 @@ from clipvip_apps.commands._inference import add_inference_args, prepare_for_inf
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from clipvip.distributed import default_num_workers
+
     p = sub.add_parser("index", help="index a folder of videos for search (incremental: re-runs encode only changes)")
     p.add_argument("video_dir", nargs="?", help="folder to walk (recursive)")
-    p.add_argument("--model", help="checkpoint (any format clipvip.load reads)")
+    p.add_argument("--model", help="folder, weights file, hub id (org/name), open_clip NAME:TAG or URL")
     p.add_argument(
         "--from-embeddings",
         metavar="DIR",
@@ -28,8 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--stride", type=float, default=None, help="seconds between window starts (default --window)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_num_workers(),
+        help="decoding threads (default: the CPUs available, minus one: %(default)s here)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--reindex",
+        action="store_true",
+        help="re-encode every video (needed to switch an index to another model; other --window / --num-frames / "
+        "--stride settings re-encode by themselves)",
+    )
     add_inference_args(p)
     p.set_defaults(func=run, on_interrupt="rerun the same command to resume (encoded work is kept)")
 
@@ -55,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         stride=args.stride,
         batch_size=args.batch_size,
         decode_workers=args.workers,
+        reindex=args.reindex,
     )
     report = build_index(
         args.video_dir, args.out, model, args.model, cfg, progress=not args.quiet, fingerprint=fingerprint

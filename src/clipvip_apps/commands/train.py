@@ -10,7 +10,16 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="post-pretrain (OCL) or fine-tune CLIP-ViP from a YAML config")
+    from clipvip_apps.train.data_args import schema_text
+
+    p = sub.add_parser(
+        "train",
+        help="post-pretrain (OCL) or fine-tune CLIP-ViP from a YAML config",
+        description="Post-pretrain (OCL) or fine-tune CLIP-ViP from a YAML config. Own videos with captions: "
+        "--config finetune_msrvtt --set init=openai/clip-vit-base-patch32 --set train_data.samples=my.jsonl "
+        '(rows {"video": "clips/a.mp4", "caption": "..."}).',
+        epilog=schema_text(),
+    )
     p.add_argument(
         "--config",
         required=True,

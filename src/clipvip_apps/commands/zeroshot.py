@@ -57,6 +57,8 @@ class VideoFiles(Dataset):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from clipvip.distributed import default_num_workers
+
     p = sub.add_parser(
         "zeroshot",
         help="zero-shot action recognition and multiple choice (paper Appendix A)",
@@ -69,7 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--video-root", type=Path, default=None, help="base folder for relative video paths")
     common.add_argument("--num-frames", type=int, default=None, help="default: the preset's, else the model's")
     common.add_argument("--batch-size", type=int, default=16)
-    common.add_argument("--num-workers", type=int, default=2)
+    common.add_argument(
+        "--num-workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader workers decoding videos (default: the CPUs available, minus one: %(default)s here)",
+    )
     common.add_argument("--device", default=None)
     common.add_argument("--context-length", type=int, default=None)
     common.add_argument("--json", type=Path, default=None, help="write the result as JSON")

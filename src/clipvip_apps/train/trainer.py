@@ -231,19 +231,23 @@ def _default_collate() -> Callable:
     return collate
 
 
-def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
-    """Data sets from the config's keyword arguments (the CLI path; the Python API takes dataset objects)."""
+def build_datasets(cfg: TrainConfig, model_config: Any = None) -> tuple[Dataset, Dataset | None]:
+    """Data sets from the config's keyword arguments (the CLI path; the Python API takes dataset objects).
+    Frame count and size default to ``model_config``'s (see ``clipvip_apps.train.data_args``)."""
     from clipvip import data
+    from clipvip_apps.train.data_args import data_kwargs
 
     if not cfg.train_data:
         raise ValueError("train_data is empty: set the data set arguments in the config (or pass a dataset)")
+    train_kw = data_kwargs(cfg.stage, cfg.train_data, model_config, cfg.num_frames, cfg.context_length)
     if cfg.stage == "pretrain":
-        train_ds = _dataset(data.PretrainDataset, cfg.train_data, "train_data")
+        train_ds = _dataset(data.PretrainDataset, train_kw, "train_data")
     else:
-        train_ds = _dataset(data.RetrievalDataset, {"split": "train", **cfg.train_data}, "train_data")
-    eval_ds = (
-        _dataset(data.RetrievalDataset, {"split": "test", **cfg.eval_data}, "eval_data") if cfg.eval_data else None
-    )
+        train_ds = _dataset(data.RetrievalDataset, {"split": "train", **train_kw}, "train_data")
+    eval_ds = None
+    if cfg.eval_data:
+        eval_kw = data_kwargs("finetune", cfg.eval_data, model_config, cfg.num_frames, cfg.context_length)
+        eval_ds = _dataset(data.RetrievalDataset, {"split": "test", **eval_kw}, "eval_data")
     return train_ds, eval_ds
 
 
@@ -385,7 +389,7 @@ def train(
             p.requires_grad_(False)
 
     if train_dataset is None:
-        train_dataset, built_eval = build_datasets(cfg)
+        train_dataset, built_eval = build_datasets(cfg, getattr(model, "config", None))
         eval_dataset = eval_dataset if eval_dataset is not None else built_eval
     # the run folder only once the model and data are known to load: a config mistake leaves no stray run folder
     run_dir = Path(cfg.run_dir)

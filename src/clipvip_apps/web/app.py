@@ -13,7 +13,7 @@ import mimetypes
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from clipvip.index import Hit, VideoIndex
+from clipvip_apps.web.media import MediaConfig, add_media_routes
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -34,6 +35,7 @@ class WebConfig:
     max_k: int = 100
     default_k: int = 24
     cache_size: int = 1024  # text embeddings of recent queries (a search box repeats itself a lot)
+    media: MediaConfig = field(default_factory=MediaConfig)  # playing what browsers cannot: see web/media.py
 
 
 class _LRU:
@@ -79,7 +81,8 @@ def create_app(
     index: VideoIndex, encode_text: Callable[[str], np.ndarray], cfg: WebConfig | None = None, model_name: str = ""
 ) -> FastAPI:
     """The app over an opened index. ``encode_text``: query string -> L2-normalised embedding [E] (normally the
-    index's own model; see ``create_app_from_path``)."""
+    index's own model; see ``create_app_from_path``). ``/api/info`` names the model by its source (hub id, file),
+    as recorded in the index, and its weights fingerprint."""
     cfg = cfg or WebConfig()
     app = FastAPI(title="clipvip search", docs_url=None, redoc_url=None, openapi_url=None)
     cache = _LRU(cfg.cache_size)
@@ -129,6 +132,7 @@ def create_app(
             "search": index.ann.kind if index.ann else "exact",
             "windowed": windowed,
             "model": model_name,
+            "model_source": model_source(index.meta["model"]),
             "max_query_chars": cfg.max_query_chars,
             "max_k": cfg.max_k,
             "default_k": cfg.default_k,
@@ -164,15 +168,21 @@ def create_app(
             raise HTTPException(404, "no such thumbnail")
         return FileResponse(p, media_type="image/jpeg", headers={"cache-control": "max-age=3600"})
 
-    @app.get("/api/video/{video}")
-    def video(video: int) -> FileResponse:
+    def file_of(video: int) -> Path:
         if not 0 <= video < len(index.videos):
             raise HTTPException(404, "no such video in the index")
         p = Path(index.videos[video])
         if not p.is_file():
             raise HTTPException(404, "the indexed file is gone; re-run `clipvip index`")
+        return p
+
+    @app.get("/api/video/{video}")
+    def video(video: int) -> FileResponse:
+        p = file_of(video)
         media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
         return FileResponse(p, media_type=media)
+
+    add_media_routes(app, index, file_of, cfg.media)
 
     @app.get("/")
     def page() -> FileResponse:
@@ -180,6 +190,18 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def model_source(meta: dict[str, Any]) -> dict[str, Any]:
+    """What an index says about its model: the spec it was built with (a path, ``org/name``, ``ViT-B-32:openai``,
+    a URL), the checkpoint that model was converted from when it was, and the weights fingerprint."""
+    origin = meta.get("source") or {}
+    return {
+        "spec": meta.get("path"),
+        "origin": origin.get("describe") or origin.get("spec"),
+        "origin_kind": origin.get("kind"),
+        "fingerprint": meta.get("fingerprint"),
+    }
 
 
 def create_app_from_path(

@@ -25,19 +25,48 @@ async function getJSON(url) {
   return body;
 }
 
-function play(hit) {
+// A strip of frames instead of the player, with the reason (a file no browser plays and no way to convert it).
+function showStrip(url, why) {
+  const v = $("video");
+  v.hidden = true;
+  v.removeAttribute("src");
+  $("strip").src = url;
+  $("strip").hidden = false;
+  $("player-note").textContent = why;
+}
+
+// Ask the server how to play this hit: the file itself, a converted copy of the window, or a frame strip.
+async function play(hit) {
   const v = $("video");
   $("player-title").textContent = `${hit.name}  (from ${fmtTime(hit.start)})`;
-  v.src = hit.video_url;
-  v.onloadedmetadata = () => { v.currentTime = hit.start || 0; v.play().catch(() => {}); };
+  $("player-note").textContent = "";
+  $("strip").hidden = true;
+  v.hidden = false;
   $("player").hidden = false;
+  const q = `start=${hit.start || 0}` + (hit.end !== null && hit.end !== undefined ? `&end=${hit.end}` : "");
+  let media = { mode: "direct", url: hit.video_url, start: hit.start || 0, note: null, strip_url: null };
+  try {
+    media = await getJSON(`/api/media/${hit.video}?${q}`);
+  } catch (e) {
+    $("player-note").textContent = `cannot ask how to play this file: ${e.message}`;
+  }
+  if (media.mode === "strip") { showStrip(media.strip_url, media.note); return; }
+  $("player-note").textContent = media.note || "";
+  v.dataset.mode = media.mode;
+  v.onerror = () => {
+    if (media.strip_url) showStrip(media.strip_url, `the browser cannot play this (${media.note || "unsupported format"}): showing frames`);
+  };
+  v.onloadedmetadata = () => { v.currentTime = media.start || 0; v.play().catch(() => {}); };
+  v.src = media.url;
 }
 
 function closePlayer() {
   const v = $("video");
   v.pause();
+  v.onerror = null;
   v.removeAttribute("src");
   v.load();
+  $("strip").hidden = true;
   $("player").hidden = true;
 }
 
