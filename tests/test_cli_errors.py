@@ -97,7 +97,7 @@ def test_encode_video_out_is_a_folder(world, tmp_path, capsys) -> None:
     assert _files(tmp_path) == {"existing"}
     ok = tmp_path / "e.npy"
     rc = main(["encode-video", str(world / "videos" / "v0.mp4"), "--model", str(world / "model"), "--out", str(ok)])
-    assert rc == 0 and np.load(ok).shape == (1, 32) and _files(tmp_path) == {"existing", "e.npy"}
+    assert rc == 0 and np.load(ok).shape == (1, 32) and _files(tmp_path) == {"existing", "e.npy", "e.paths.txt"}
 
 
 def test_convert_onto_an_existing_file_or_model(world, tmp_path, capsys) -> None:
@@ -113,7 +113,8 @@ def test_convert_onto_an_existing_file_or_model(world, tmp_path, capsys) -> None
     assert "already holds a model; pass --force" in one_error_line(capsys, rc)
     assert (dst / "model.safetensors").stat().st_mtime_ns == before
     assert main(["convert", str(world / "model"), str(dst), "--force"]) == 0
-    assert _files(tmp_path) == {"taken.bin", "converted", "converted/config.json", "converted/model.safetensors"}
+    model_files = {"converted/config.json", "converted/model.safetensors", "converted/README.md"}  # + model card
+    assert _files(tmp_path) == {"taken.bin", "converted", *model_files}
 
 
 def test_a_video_given_as_the_model(world, tmp_path) -> None:
