@@ -107,9 +107,9 @@ class DemoConfig:
     seeds: int = 5
     quick: bool = False
     # 150 test pairs (300 clips): ~67 motion-direction pairs; 60 validation pairs for choosing settings. The
-    # post-pretraining corpus is 10x the downstream training set (the paper: HD-VILA-100M vs MSR-VTT's 9k videos).
+    # post-pretraining corpus is ~7x the downstream training set (the paper: HD-VILA-100M vs MSR-VTT's 9k videos).
     world: WorldConfig = field(
-        default_factory=lambda: WorldConfig(num_pretrain=3000, num_test_pairs=150, num_val_pairs=60)
+        default_factory=lambda: WorldConfig(num_pretrain=2000, num_test_pairs=150, num_val_pairs=60)
     )
     eval_split: str = "test"  # "val": the validation pairs, for choosing settings (benchmarks/demo_validation.py)
     width: int = 64
@@ -124,24 +124,31 @@ class DemoConfig:
     # Share of position-captioned images that the image-text stage also sees mirrored (left <-> right swapped in
     # the caption) IN THE SAME BATCH: a hard negative that only the position word can resolve (MirrorPairs).
     clip_mirror_fraction: float = 0.5
-    # The paper's regime: post-pretraining sees many more samples than fine-tuning (here 200 x 64 = 12,800 vs
-    # 40 x 64 = 2,560; the paper: ~100M vs ~50k). Chosen on the validation split (README, demo_validation.json).
-    pretrain: StageConfig = field(default_factory=lambda: StageConfig(200, 64, 2e-3, new_param_lr=3e-2))
+    # The paper's regime: post-pretraining sees more samples than fine-tuning (here 90 x 64 = 5,760 vs 25 x 64 =
+    # 1,600, and 480 in the low-data row; the paper: ~100M vs ~50k). The 10-minute budget caps the ratio (three
+    # post-pretrainings per seed, five seeds). The rate was chosen on the validation split (README).
+    pretrain: StageConfig = field(default_factory=lambda: StageConfig(90, 64, 2e-3, new_param_lr=3e-2))
     # Fine-tuning keeps the text tower fixed and gives the new video parameters (proxies, temporal table, seqTransf
     # head) a 7.5x rate. Measured: with a trainable text tower the captions of a clip and its time-reversed twin
     # drift together (text cosine 0.68 -> 0.81 in 300 steps; -> 0.99 with the twin in the same batch) before the
     # video tower learns order, and every structure stays near chance.
     finetune: StageConfig = field(
-        default_factory=lambda: StageConfig(40, 64, 4e-3, new_param_lr=3e-2, freeze_text=True)
+        default_factory=lambda: StageConfig(25, 64, 4e-3, new_param_lr=3e-2, freeze_text=True)
     )
     # Low-data fine-tuning: a fixed ``low_data_fraction`` of the training clips (the same subset for every setting
     # and seed), where the paper's claim that post-pretraining helps is strongest.
     low_data_fraction: float = 0.1
     finetune_low: StageConfig = field(
-        default_factory=lambda: StageConfig(40, 16, 4e-3, new_param_lr=3e-2, freeze_text=True)
+        default_factory=lambda: StageConfig(30, 16, 4e-3, new_param_lr=3e-2, freeze_text=True)
     )
-    table2_variants: tuple[str, ...] = TABLE2_VARIANTS
-    table2_seeds: int = 5  # Table 2 on the first seed(s) (4 fine-tunes per seed); Tables 3-4 on all seeds
+    # Table 2 (vision structures fine-tuned from the CLIP, no post-pretraining) has its own, longer fine-tuning:
+    # frame order is learnt late (measured: ViP at chance on direction twins after 40 steps, 69-79% after 200).
+    # SeqTransformer is available but not run by default (no claim is made about it; the budget goes to seeds).
+    table2_finetune: StageConfig = field(
+        default_factory=lambda: StageConfig(100, 64, 4e-3, new_param_lr=3e-2, freeze_text=True)
+    )
+    table2_variants: tuple[str, ...] = ("meanpool", "fullattn", "vip")
+    table2_seeds: int = 3
     pretrain_settings: tuple[str, ...] = ("subtitles (L_VS)", "captions (L_VC)", "OCL (d)")
     claims: tuple[Claim, ...] = DEFAULT_CLAIMS
     confidence: float = 0.95
@@ -176,9 +183,9 @@ class DemoConfig:
                 # Two seeds, so the paired intervals are computed (and wide).
                 clip_stage=StageConfig(300, 64, 1e-3),
                 pretrain=StageConfig(12, 32, 2e-3, new_param_lr=3e-2),
+                table2_finetune=StageConfig(12, 32, 2e-3, new_param_lr=3e-2, freeze_text=True),
                 finetune=StageConfig(12, 32, 2e-3, new_param_lr=3e-2, freeze_text=True),
                 finetune_low=StageConfig(10, 16, 2e-3, new_param_lr=3e-2, freeze_text=True),
-                table2_variants=("meanpool", "fullattn", "vip"),
                 nmi_per_source=200,
                 nmi_repeats=2,
             )
@@ -417,8 +424,8 @@ def train_clip(cfg: DemoConfig, data: _Data, root: Path) -> dict[str, Any]:
 def run_seed(cfg: DemoConfig, data: _Data, seed: int, root: Path, clip_dir: str | Path) -> dict[str, Any]:
     """Fine-tuning / post-pretraining + evaluation for one seed, from the shared CLIP.
 
-    Returns {"table2", "table34", "curves", "models", "seconds"}; Table 2 only for ``seed < cfg.table2_seeds``
-    (its ViP row is always run: it is also Table 3's "no post-pretraining" row). Each Tables 3-4 row holds the
+    Returns {"table2", "table34", "curves", "models", "seconds"}; Table 2 (its own, longer fine-tuning: it tests
+    whether frame order is learnt at all) only for ``seed < cfg.table2_seeds``. Each Tables 3-4 row holds the
     full fine-tuning's evaluation, with ``zero_shot`` (the model before fine-tuning, label classification
     included) and ``low_data`` (the same starting model fine-tuned on the low-data subset)."""
     rows = data.eval_rows
@@ -427,11 +434,13 @@ def run_seed(cfg: DemoConfig, data: _Data, seed: int, root: Path, clip_dir: str 
     for ds in (data.train, data.train_low, *data.pretrain.values()):
         ds.seed = seed
 
-    def finetune(start: str | Path, variant: str | None, tag: str, desc: str) -> tuple[dict[str, Any], Path]:
+    def finetune(
+        start: str | Path, variant: str | None, tag: str, desc: str, sc: StageConfig = cfg.finetune
+    ) -> tuple[dict[str, Any], Path]:
         torch.manual_seed(seed)
         model = clipvip.load(start, variant=variant)
         zs = evaluate(model, data.gallery, rows, prompts if variant in (None, "vip") else None)
-        model, hist, mdir = _train("finetune", model, data.train, cfg.finetune, root / tag, seed, cfg, desc=desc)
+        model, hist, mdir = _train("finetune", model, data.train, sc, root / tag, seed, cfg, desc=desc)
         res = evaluate(model, data.gallery, rows)
         res["zero_shot"] = zs
         out["curves"][desc.split("] ", 1)[-1]] = hist
@@ -444,19 +453,23 @@ def run_seed(cfg: DemoConfig, data: _Data, seed: int, root: Path, clip_dir: str 
         out["curves"][desc.split("] ", 1)[-1]] = hist
         return evaluate(model, data.gallery, rows)
 
-    variants = cfg.table2_variants if seed < cfg.table2_seeds else ("vip",)
-    for variant in variants:
-        t = time.perf_counter()
-        name = VARIANT_NAMES[variant]
-        res, mdir = finetune(clip_dir, variant, f"ft_{variant}", f"[seed {seed}] fine-tune {name} from CLIP")
-        if seed < cfg.table2_seeds:
+    if seed < cfg.table2_seeds:
+        for variant in cfg.table2_variants:
+            t = time.perf_counter()
+            name = VARIANT_NAMES[variant]
+            res, mdir = finetune(
+                clip_dir, variant, f"t2_{variant}", f"[seed {seed}] Table 2: fine-tune {name}", cfg.table2_finetune
+            )
             out["table2"][name] = res
-        out["models"][f"ft_{variant}"] = str(mdir)
-        if variant == "vip":  # Table 3's first row IS Table 2's ViP row (the same run)
-            res["low_data"] = finetune_low(clip_dir, "vip", "ftlow_vip", f"[seed {seed}] 10% fine-tune ViP from CLIP")
-            out["table34"]["none (CLIP-ViP)"] = res
-            out["models"]["none (CLIP-ViP)"] = str(mdir)
-        out["seconds"][f"ft_{variant}"] = time.perf_counter() - t
+            out["models"][f"table2 {name}"] = str(mdir)
+            out["seconds"][f"t2_{variant}"] = time.perf_counter() - t
+
+    t = time.perf_counter()  # Tables 3-4's first row: ViP fine-tuned straight from the CLIP
+    res, mdir = finetune(clip_dir, "vip", "ft_vip", f"[seed {seed}] fine-tune ViP from CLIP")
+    res["low_data"] = finetune_low(clip_dir, "vip", "ftlow_vip", f"[seed {seed}] 10% fine-tune ViP from CLIP")
+    out["table34"]["none (CLIP-ViP)"] = res
+    out["models"]["none (CLIP-ViP)"] = str(mdir)
+    out["seconds"]["ft_vip"] = time.perf_counter() - t
 
     for name in cfg.pretrain_settings:
         t = time.perf_counter()

@@ -114,7 +114,9 @@ def plot_curves(seeds: list[dict[str, Any]], path: Path, clip_curve: list[dict[s
     groups = [
         ("CLIP stage", [n for n in names if n.startswith("CLIP")]),
         ("post-pretraining", [n for n in names if n.startswith("post-pretrain")]),
+        ("Table 2 fine-tuning", [n for n in names if n.startswith("Table 2")]),
         ("fine-tuning", [n for n in names if n.startswith("fine-tune")]),
+        ("low-data fine-tuning", [n for n in names if n.startswith("10%")]),
     ]
     groups = [(g, ns) for g, ns in groups if ns]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
