@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluation split (default: test; val = the validation pairs, for choosing settings)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: 2; 1 on a busy machine)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run the seeds in this many processes (default 1; on a busy machine use --threads 1 --workers 5)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -41,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         overrides["threads"] = args.threads
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        overrides["workers"] = args.workers
     cfg = DemoConfig.preset(args.quick, **overrides)
     results = run_demo(cfg)
     print_tables(results)
