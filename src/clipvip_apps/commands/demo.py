@@ -24,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="test",
         help="evaluation split (default: test; val = the validation pairs, for choosing settings)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 2; 1 on a busy machine)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: 1)")
     p.add_argument(
         "--workers",
         type=int,
         default=None,
-        help="run the seeds in this many processes (default 1; on a busy machine use --threads 1 --workers 5)",
+        help="processes for the seeds (default: 2; 1 runs them in this process)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

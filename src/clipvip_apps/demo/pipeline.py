@@ -157,13 +157,13 @@ class DemoConfig:
     nmi_repeats: int = 10
     queries: tuple[str, ...] | None = None  # None: ``example_queries`` of the test set
     top_k: int = 5
-    # torch intra-op threads while the demo runs; measured on the quiet 2-core machine, 2 vs 1: a ViP fine-tuning
-    # step 0.13-0.15 s vs 0.19-0.24 s, an image-text step 0.040 s vs 0.053 s
-    threads: int = 2
-    # Seeds run in this many processes (each with ``threads`` torch threads). On a busy machine, 1 thread per
-    # process and one process per seed avoids OpenMP threads spinning while their partner is descheduled
-    # (measured here under load ~15: 2 threads reached 7 samples/s in the image-text stage).
-    workers: int = 1
+    # torch intra-op threads per process; measured on the quiet 2-core machine, 2 vs 1: a ViP fine-tuning step
+    # 0.13-0.15 s vs 0.19-0.24 s, an image-text step 0.040 s vs 0.053 s. The seeds are independent, so two
+    # 1-thread processes use 2 cores better than one 2-thread process, and on a busy machine 2 threads are much
+    # worse: OpenMP threads spin while their partner is descheduled (measured at load ~15 on 2 cores: the
+    # image-text stage ran at 7 samples/s with 2 threads).
+    threads: int = 1
+    workers: int = 2  # processes for the seeds (Table 2 and Tables 3-4 parts of a seed are separate units)
     progress: bool = True
 
     def __post_init__(self) -> None:
