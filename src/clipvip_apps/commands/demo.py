@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generates a seeded synthetic video-language world, trains a tiny image-text CLIP, "
         "post-pretrains and fine-tunes it with the library's trainer, and reports the paper's Tables 2-4 and 7 "
         "ablations, the paper's claims as paired differences over seeds with 95% intervals, and example searches. "
-        "Full: <= 10 min on 2 quiet CPU cores; --quick: ~1 min.",
+        "See the README for measured times.",
     )
     p.add_argument("--quick", action="store_true", help="small world, short runs, 1 seed (CI smoke test)")
     p.add_argument("--out", default="clipvip-demo", help="output folder (default: ./clipvip-demo)")
