@@ -257,7 +257,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- Recipe: {_stage_text('image-text stage', cfg['clip_stage'])}, mirrored pairs "
         f"{cfg['clip_mirror_fraction']:g}; {_stage_text('post-pretraining', cfg['pretrain'])}; "
         f"{_stage_text('fine-tuning', cfg['finetune'])}; "
-        f"{_stage_text('low-data fine-tuning', cfg['finetune_low'])}; {cfg['threads']} torch thread(s).",
+        f"{_stage_text('low-data fine-tuning', cfg['finetune_low'])}; "
+        f"{_stage_text('Table 2 fine-tuning', cfg['table2_finetune'])}; {cfg['threads']} torch thread(s) in each of "
+        f"{cfg['workers']} process(es).",
         "",
         f"Evaluated on the **{split}**. "
         "Metrics: text-to-video recall (%) on the whole evaluation set; *direction-query R@1* on the queries whose "
