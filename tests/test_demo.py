@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from clipvip_apps.cli import main
+from clipvip_apps.demo.claims import DEFAULT_CLAIMS
 
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "out"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    # two worker processes of one thread each: the path a busy machine takes (seeds split into Table 2 and
+    # Tables 3-4 parts, merged back in seed order)
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1", "--workers", "2"]) == 0
     return out
 
 
@@ -29,25 +32,44 @@ def _is_png(path: Path) -> bool:
 @pytest.mark.slow
 def test_quick_demo_writes_every_output(quick_demo: Path) -> None:
     out = quick_demo
-    for name in ("report.md", "results.json", "training_curves.png", "recall_bars.png", "query_grid.png"):
+    pngs = ("training_curves.png", "recall_bars.png", "query_grid.png", "claims.png")
+    for name in ("report.md", "results.json", *pngs):
         assert (out / name).is_file(), name
-    for name in ("training_curves.png", "recall_bars.png", "query_grid.png"):
+    for name in pngs:
         assert _is_png(out / name), name
     assert not (out / "results.partial.json").exists()
 
     res = json.loads((out / "results.json").read_text())
-    assert set(res["summary"]["table2"]) == {"MeanPool", "SeqTransformer", "Full Attention", "ViP (M=4)"}
-    assert set(res["summary"]["table34"]) == {"none (CLIP-ViP)", "subtitles (L_VS)", "OCL (d)"}
+    assert set(res["summary"]["table2"]) == {"MeanPool", "Full Attention", "ViP (M=4)"}
+    t34 = res["summary"]["table34"]
+    assert set(t34) == {"none (CLIP-ViP)", "subtitles (L_VS)", "captions (L_VC)", "OCL (d)"}
     for table in ("table2", "table34"):
         for row in res["summary"][table].values():
-            for col in ("R@1", "R@5", "R@10", "dirR@1", "twin"):
-                v = row[col]["mean"]
-                assert 0.0 <= v <= 100.0 and math.isfinite(v)
-            assert row["R@1"]["mean"] <= row["R@5"]["mean"] <= row["R@10"]["mean"]
+            parts = [row, row["zero_shot"]] + ([row["low_data"]] if table == "table34" else [])
+            for part in parts:
+                for col in ("R@1", "R@5", "R@10", "dirR@1", "twin"):
+                    v = part[col]["mean"]
+                    assert 0.0 <= v <= 100.0 and math.isfinite(v)
+                assert part["R@1"]["mean"] <= part["R@5"]["mean"] <= part["R@10"]["mean"]
+    for row in t34.values():  # Table 7 analogue: zero-shot label classification for every setting
+        assert 0.0 <= row["zero_shot"]["label"]["mean"] <= 100.0 and len(row["zero_shot"]["label"]["values"]) == 2
+    assert res["world"]["train_low_data"] == 20 and res["world"]["eval_split"] == "test"
+    # the claims of the config, each with a paired interval over the 2 seeds
+    claims = res["claims"]
+    assert [c["name"] for c in claims] == [c.name for c in DEFAULT_CLAIMS]
+    for c in claims:
+        assert c["n"] == 2 and c["interval"][0] <= c["mean_difference"] <= c["interval"][1]
+        assert c["holds"] == (c["interval"][0] > 0)
+    for k, v in res["domain_gap_nmi"].items():
+        assert 0.0 <= v["nmi_mean"] <= 1.0 and v["repeats"] == 2, k
+    assert [s["seed"] for s in res["seeds"]] == [0, 1] and all(s["table2"] and s["table34"] for s in res["seeds"])
     seed = res["seeds"][0]
-    # every stage really trained: a loss curve per run, and the contrastive loss went down
+    # every stage really trained: a loss curve per run, and the contrastive loss went down (not asserted for the
+    # 10% fine-tunes: on 20 clips in batches of 16 the loss starts low, and a smoke-size run may not lower it)
     for name, curve in seed["curves"].items():
         assert len(curve) >= 10, name
+        if name.startswith("10%"):
+            continue
         k = max(1, len(curve) // 5)
         first = sum(r["loss"] for r in curve[:k]) / k
         last = sum(r["loss"] for r in curve[-k:]) / k
@@ -59,21 +81,14 @@ def test_quick_demo_writes_every_output(quick_demo: Path) -> None:
     # motion direction needs the full demo's longer fine-tuning; quick mode does not show it, so it is not
     # asserted here: see report.md of a full run.)
     assert abs(res["summary"]["table2"]["MeanPool"]["twin"]["mean"] - 50.0) < 5.0
-    # the report's ViP-vs-MeanPool verdict is the one the per-seed table values give
-    t2, checks = res["summary"]["table2"], res["summary"]["checks"]
-    twin = [v - m for v, m in zip(t2["ViP (M=4)"]["dirTwin"]["values"], t2["MeanPool"]["dirTwin"]["values"])]
-    r1 = [v - m for v, m in zip(t2["ViP (M=4)"]["dirR@1"]["values"], t2["MeanPool"]["dirR@1"]["values"])]
-    assert checks["vip_minus_meanpool_direction_twin_acc"] == pytest.approx(twin)
-    assert checks["vip_beats_meanpool_on_direction"] is (all(d > 0 for d in twin) and sum(r1) / len(r1) > 0)
     # the example queries were answered from the index over the test clips
     q = res["search"]["queries"]
     assert len(q) == 5 and all(1 <= len(hits) <= 5 for hits in q.values())
     assert all(h["caption"] != "?" for hits in q.values() for h in hits)
     report = (out / "report.md").read_text()
-    assert "Table 2" in report and "Tables 3-4" in report and "| MeanPool |" in report
+    assert "Table 2" in report and "Tables 3-4" in report and "| MeanPool |" in report and "Table 7" in report
+    assert "| OCL (d) > none, fine-tuned |" in report and "![claims](claims.png)" in report
     assert "synthetic-frame-captioner" in report
-    verdict = "beats" if checks["vip_beats_meanpool_on_direction"] else "does NOT beat"
-    assert f"ViP {verdict} MeanPool on motion direction" in report
 
 
 def _small_demo(tmp_path: Path, **world_sizes: int):

@@ -130,6 +130,44 @@ def test_plan_is_seeded() -> None:
     assert c.pretrain != a.pretrain
 
 
+def test_validation_split_is_held_out_and_leaves_test_unchanged(tmp_path) -> None:
+    base = dict(num_images=3, num_pretrain=5, num_train=3, num_test_pairs=9)
+    plain = plan_world(WorldConfig(**base))
+    world = plan_world(WorldConfig(**base, num_val_pairs=6))
+    assert world.test == plain.test and world.train == plain.train  # drawn after the test pairs
+    assert len(world.val) == 12 and not plain.val
+    val_texts = {r["text"] for r in world.val}
+    assert len(val_texts) == 12 and not val_texts & {r["text"] for r in world.test}
+    by_id = {r["clip_id"]: r for r in world.val}
+    for r in world.val:
+        assert world.split_of[r["clip_id"]] == "val" and by_id[r["twin"]]["twin"] == r["clip_id"]
+        assert REVERSE_MOTION[r["motion"]] == by_id[r["twin"]]["motion"]
+    assert [r["motion"] for r in world.val[::2]] == list(world.config.test_motions[:6])  # balanced, as test
+    small = WorldConfig(num_images=1, num_pretrain=1, num_train=1, num_test_pairs=1, num_val_pairs=1)
+    w = generate_world(small, tmp_path / "w", progress=False)
+    assert all(w.video_path(r["clip_id"]).is_file() for r in w.val)
+    assert [json.loads(x)["clip_id"] for x in (tmp_path / "w" / "val.jsonl").read_text().splitlines()] == [
+        r["clip_id"] for r in w.val
+    ]
+
+
+def test_motion_prompts_are_the_world_captions_of_that_motion() -> None:
+    from clipvip.synth.text import motion_prompts
+
+    world = plan_world(WorldConfig(num_images=1, num_pretrain=1, num_train=1, num_test_pairs=45))
+    cfg = world.config
+    prompts = {m: set(motion_prompts(m, cfg.shapes, cfg.colours)) for m in cfg.test_motions}
+    # every one-object test caption is one of its own motion's prompts, and of no other motion's
+    single = [r for r in world.test if "next to" not in r["text"]]
+    assert len(single) >= 20
+    for r in single:
+        assert [m for m, p in prompts.items() if r["text"] in p] == [r["motion"]]
+    assert len(prompts["left"]) == len(cfg.shapes) * len(cfg.colours) * 2  # x 2 sizes
+    assert len(prompts["grows"]) == len(cfg.shapes) * len(cfg.colours)  # no size word
+    with pytest.raises(ValueError, match="unknown motion"):
+        motion_prompts("jumps", cfg.shapes, cfg.colours)
+
+
 def test_bad_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="even"):
         WorldConfig(frame_size=33)

@@ -168,3 +168,21 @@ class SyntheticFrameCaptioner:
     def __call__(self, spec: ClipSpec) -> str:
         alpha = (self.num_frames // 2) / (self.num_frames - 1)
         return static_description([(o, alpha) for o in spec.objects])
+
+
+def motion_prompts(motion: str, shapes: tuple[str, ...], colours: tuple[str, ...]) -> list[str]:
+    """Label prompts for zero-shot classification of a clip's motion, ensembled like CLIP's prompt templates: the
+    canonical caption of ``motion`` for every shape x colour (x size, x end colour for "turns") of the world, so
+    the class embedding names the motion and averages the appearance out."""
+    if motion not in MOTION_PHRASES:
+        raise ValueError(f"unknown motion {motion!r}; expected one of {tuple(MOTION_PHRASES)}")
+    ends = (
+        [(c0, c1) for c0 in colours for c1 in colours if c1 != c0] if motion == "turns" else [(c, c) for c in colours]
+    )
+    out = []
+    for shape in shapes:
+        for c0, c1 in ends:
+            for size in SIZES:
+                obj = ObjectSpec(shape, size, motion, (0.5, 0.5), (0.5, 0.5), (0.1, 0.1), (c0, c1), (1.0, 1.0))
+                out.append(describe(obj))
+    return list(dict.fromkeys(out))  # grows/shrinks carry no size word: drop the repeats

@@ -8,6 +8,8 @@ Layout of ``root`` (every manifest is JSON lines; videos are ``videos/{split}/{c
 - ``train.jsonl``    {"clip_id", "text": [captions]}: downstream fine-tuning set
 - ``test.jsonl``     {"clip_id", "text", "motion", "twin"}: downstream test set, one caption per clip, built from
   time-reversal twin pairs (``twin`` names the other clip of the pair; all captions are distinct)
+- ``val.jsonl``      the same for the validation split (``num_val_pairs``; drawn after the test pairs, so adding a
+  validation split leaves the test split unchanged; no caption is shared with the test split)
 - ``world.json``     the config and every clip's scene spec
 
 Generation is resumable: files already written (atomically) are kept when the config is unchanged.
@@ -58,6 +60,7 @@ class WorldConfig:
     num_pretrain: int = 1000
     num_train: int = 300
     num_test_pairs: int = 60
+    num_val_pairs: int = 0  # held-out pairs for choosing settings (the demo never tunes on the test split)
     captions_per_train_clip: int = 4
     p_second_object: float = 0.3
     p_image_position: float = 1.0  # an image caption names where the object is ("on the left")
@@ -110,8 +113,9 @@ class World:
     pretrain: list[dict[str, Any]] = field(default_factory=list)
     train: list[dict[str, Any]] = field(default_factory=list)
     test: list[dict[str, Any]] = field(default_factory=list)
+    val: list[dict[str, Any]] = field(default_factory=list)
     specs: dict[str, ClipSpec] = field(default_factory=dict)
-    split_of: dict[str, str] = field(default_factory=dict)  # clip id -> "pretrain" / "train" / "test"
+    split_of: dict[str, str] = field(default_factory=dict)  # clip id -> "pretrain" / "train" / "test" / "val"
 
     @property
     def video_dir(self) -> Path:
@@ -206,25 +210,33 @@ def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
         world.train.append({"clip_id": spec.clip_id, "text": captions(spec, cfg.captions_per_train_clip)})
 
     seen: set[str] = set()
-    pairs = 0
-    tries = 0
-    while pairs < cfg.num_test_pairs:
+    _twin_pairs(world, clip, "test", cfg.num_test_pairs, seen)
+    _twin_pairs(world, clip, "val", cfg.num_val_pairs, seen)
+    return world
+
+
+def _twin_pairs(world: World, clip: Any, split: str, num_pairs: int, seen: set[str]) -> None:
+    """Append ``num_pairs`` (clip, time-reversed twin) pairs, balanced over test motions, with captions unseen so
+    far, to ``world.<split>``."""
+    cfg = world.config
+    rows = getattr(world, split)
+    pairs = tries = 0
+    while pairs < num_pairs:
         tries += 1
-        if tries > 100 * cfg.num_test_pairs + 1000:
-            raise ValueError(f"cannot draw {cfg.num_test_pairs} test pairs with distinct captions; lower it")
+        if tries > 100 * num_pairs + 1000:
+            raise ValueError(f"cannot draw {num_pairs} {split} pairs with distinct captions; lower it")
         motion = cfg.test_motions[pairs % len(cfg.test_motions)]  # balanced over motions
-        a = clip(f"test{2 * pairs:05d}", motion)
-        b = a.reverse(f"test{2 * pairs + 1:05d}")
+        a = clip(f"{split}{2 * pairs:05d}", motion)
+        b = a.reverse(f"{split}{2 * pairs + 1:05d}")
         ca, cb = caption(a), caption(b)
         if ca in seen or cb in seen or ca == cb:
             continue
         seen.update((ca, cb))
         for spec, text, twin in ((a, ca, b.clip_id), (b, cb, a.clip_id)):
             world.specs[spec.clip_id] = spec
-            world.split_of[spec.clip_id] = "test"
-            world.test.append({"clip_id": spec.clip_id, "text": text, "motion": spec.main.motion, "twin": twin})
+            world.split_of[spec.clip_id] = split
+            rows.append({"clip_id": spec.clip_id, "text": text, "motion": spec.main.motion, "twin": twin})
         pairs += 1
-    return world
 
 
 def generate_world(config: WorldConfig, root: str | Path, progress: bool = True) -> World:
@@ -244,12 +256,12 @@ def generate_world(config: WorldConfig, root: str | Path, progress: bool = True)
     for row in tqdm(todo_img, desc="world: images", disable=not progress or not todo_img, leave=False):
         spec = world.specs[row["clip_id"]]
         _write_png(world.image_path(row["clip_id"]), render_frame(spec, 0.0, cfg.frame_size))
-    clip_ids = [r["clip_id"] for split in (world.pretrain, world.train, world.test) for r in split]
+    clip_ids = [r["clip_id"] for split in (world.pretrain, world.train, world.test, world.val) for r in split]
     todo = [c for c in clip_ids if not world.video_path(c).exists()]
     for cid in tqdm(todo, desc="world: videos", disable=not progress or not todo, leave=False):
         frames = render_clip(world.specs[cid], cfg.num_frames, cfg.frame_size)
         write_video(world.video_path(cid), frames, fps=cfg.fps, options=VIDEO_OPTIONS)
-    for split in ("images", "pretrain", "train", "test"):
+    for split in ("images", "pretrain", "train", "test", "val"):
         _write_jsonl(world.manifest(split), getattr(world, split))
     meta = {
         "config": cfg.to_dict(),

@@ -1,4 +1,4 @@
-"""Tables (printed + report.md), plots (training curves, R@K bars) and the example-query result grid."""
+"""Tables (printed + report.md), plots (training curves, R@K bars, claim intervals) and the example-query grid."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from clipvip_apps.demo.claims import claims_markdown, plot_claims, verdict
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("R@1", "t2v R@1"),
@@ -34,19 +36,22 @@ def _row_values(res: dict[str, Any]) -> dict[str, float]:
 
 
 def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
-    """{table: {row: {col: {"mean", "std", "values"}}}} over seeds (std is the sample std; 0 for one seed)."""
+    """{table: {row: {col: {"mean", "std", "values"}}}} over seeds (std is the sample std; 0 for one seed); each
+    row also carries "zero_shot" (with "label": classification accuracy) and "low_data" parts when measured."""
     out: dict[str, Any] = {}
     for table in ("table2", "table34"):
         rows: dict[str, Any] = {}
         for name in dict.fromkeys(n for s in seeds for n in s[table]):
             runs = [s[table][name] for s in seeds if name in s[table]]
-            vals = [_row_values(r) for r in runs]
-            zs = [_row_values(r["zero_shot"]) for r in runs if "zero_shot" in r]
-            rows[name] = {c: _stat([v[c] for v in vals]) for c, _ in COLUMNS}
-            if zs:
-                rows[name]["zero_shot"] = {c: _stat([v[c] for v in zs]) for c, _ in COLUMNS}
+            rows[name] = {c: _stat([_row_values(r)[c] for r in runs]) for c, _ in COLUMNS}
+            for part in ("zero_shot", "low_data"):
+                sub = [r[part] for r in runs if part in r]
+                if sub:
+                    rows[name][part] = {c: _stat([_row_values(r)[c] for r in sub]) for c, _ in COLUMNS}
+            labels = [r["zero_shot"]["label_accuracy"] for r in runs if "label_accuracy" in r.get("zero_shot", {})]
+            if labels:
+                rows[name]["zero_shot"]["label"] = _stat(labels)
         out[table] = rows
-    out["checks"] = _checks(seeds)
     return out
 
 
@@ -55,39 +60,33 @@ def _stat(xs: list[float]) -> dict[str, Any]:
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "values": a.tolist()}
 
 
-def _checks(seeds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The claims the report states, per seed: ViP vs MeanPool on direction queries; captions vs subtitles."""
-    checks: dict[str, Any] = {}
-    t2 = [s["table2"] for s in seeds if s["table2"]]
-    if t2 and all("ViP (M=4)" in t and "MeanPool" in t for t in t2):
-        diff = [t["ViP (M=4)"]["twin_accuracy_direction"] - t["MeanPool"]["twin_accuracy_direction"] for t in t2]
-        r1 = [t["ViP (M=4)"]["t2v_direction"]["R@1"] - t["MeanPool"]["t2v_direction"]["R@1"] for t in t2]
-        checks["vip_minus_meanpool_direction_twin_acc"] = diff
-        checks["vip_minus_meanpool_direction_R@1"] = r1
-        checks["vip_beats_meanpool_on_direction"] = bool(all(d > 0 for d in diff) and np.mean(r1) > 0)
-    t34 = [s["table34"] for s in seeds]
-    for other in ("OCL (d)", "captions (L_VC)"):
-        if all(other in t and "subtitles (L_VS)" in t for t in t34):
-            d = [_row_values(t[other])["Mean"] - _row_values(t["subtitles (L_VS)"])["Mean"] for t in t34]
-            checks[f"{other} minus subtitles, Mean R@1/5/10"] = d
-    return checks
-
-
 def _fmt(stat: dict[str, Any]) -> str:
     if len(stat["values"]) > 1:
         return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
     return f"{stat['mean']:.1f}"
 
 
-def markdown_table(rows: dict[str, Any], first: str, zero_shot: bool = False) -> str:
-    head = [first] + [label for _, label in COLUMNS]
+def markdown_table(
+    rows: dict[str, Any], first: str, part: str | None = None, columns: tuple[tuple[str, str], ...] = COLUMNS
+) -> str:
+    """Markdown table of ``rows`` (or of each row's ``part``: "zero_shot" / "low_data"), mean ± std per cell."""
+    head = [first] + [label for _, label in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, cols in rows.items():
-        src = cols.get("zero_shot") if zero_shot else cols
+        src = cols.get(part) if part else cols
         if src is None:
             continue
-        lines.append("| " + " | ".join([name] + [_fmt(src[c]) for c, _ in COLUMNS]) + " |")
+        lines.append("| " + " | ".join([name] + [_fmt(src[c]) if c in src else "—" for c, _ in columns]) + " |")
     return "\n".join(lines)
+
+
+ZERO_SHOT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("R@1", "zero-shot R@1"),
+    ("R@5", "R@5"),
+    ("R@10", "R@10"),
+    ("Mean", "Mean R@1/5/10"),
+    ("label", "motion classification acc. (%)"),
+)
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -115,7 +114,9 @@ def plot_curves(seeds: list[dict[str, Any]], path: Path, clip_curve: list[dict[s
     groups = [
         ("CLIP stage", [n for n in names if n.startswith("CLIP")]),
         ("post-pretraining", [n for n in names if n.startswith("post-pretrain")]),
+        ("Table 2 fine-tuning", [n for n in names if n.startswith("Table 2")]),
         ("fine-tuning", [n for n in names if n.startswith("fine-tune")]),
+        ("low-data fine-tuning", [n for n in names if n.startswith("10%")]),
     ]
     groups = [(g, ns) for g, ns in groups if ns]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
@@ -228,8 +229,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     spread = (
         f"Tables 3-4: mean ± sample std over {n} seeds; Table 2: {n2} seed(s)"
         if n > 1
-        else "1 seed (no spread: use the full demo for 3 seeds)"
+        else "1 seed (no spread and no intervals: use the full demo)"
     )
+    split = "VALIDATION split (choosing settings)" if w.get("eval_split") == "val" else "test split"
     lines = [
         "# clipvip demo: CLIP-ViP in a synthetic video-language world",
         "",
@@ -240,7 +242,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## The world",
         f"- {w['images']} still images with static captions (the image-text 'CLIP' stage), {w['pretrain']} "
         f"post-pretraining clips (ASR-like subtitle + auxiliary caption), {w['train']} fine-tuning clips, "
-        f"{w['test']} test clips ({w['test'] // 2} time-reversal twin pairs, every caption distinct).",
+        f"{w['test']} test clips ({w['test'] // 2} time-reversal twin pairs, every caption distinct), "
+        f"{w.get('val', 0)} validation clips (the same kind; settings are chosen on them). Low-data fine-tuning "
+        f"uses {w.get('train_low_data', '?')} of the {w['train']} training clips "
+        f"({cfg['low_data_fraction']:.0%}), the same clips for every setting and seed.",
         f"- Clips: {cfg['world']['num_frames']} frames of {cfg['world']['frame_size']} px, H.264 (lossless) files "
         "under `world/videos/`, decoded once with `clipvip.video.read_frames`.",
         f"- Auxiliary captions come from the **{w['captioner']}**, which sees the middle frame's appearance only, "
@@ -251,12 +256,25 @@ def render_markdown(results: dict[str, Any]) -> str:
         "CLIP-vocabulary token embedding).",
         f"- Recipe: {_stage_text('image-text stage', cfg['clip_stage'])}, mirrored pairs "
         f"{cfg['clip_mirror_fraction']:g}; {_stage_text('post-pretraining', cfg['pretrain'])}; "
-        f"{_stage_text('fine-tuning', cfg['finetune'])}; {cfg['threads']} torch thread(s).",
+        f"{_stage_text('fine-tuning', cfg['finetune'])}; "
+        f"{_stage_text('low-data fine-tuning', cfg['finetune_low'])}; "
+        f"{_stage_text('Table 2 fine-tuning', cfg['table2_finetune'])}; {cfg['threads']} torch thread(s) in each of "
+        f"{cfg['workers']} process(es).",
         "",
-        "Metrics: text-to-video recall (%) on the whole test set; *direction-query R@1* on the queries whose "
+        f"Evaluated on the **{split}**. "
+        "Metrics: text-to-video recall (%) on the whole evaluation set; *direction-query R@1* on the queries whose "
         "motion is left/right/up/down; *twin acc.* = share of queries whose own clip outscores its "
         "time-reversed twin (chance = 50; an order-blind model cannot beat it). Ties are ranked by their mean "
         'rank (`ties="mean"`).',
+        "",
+        "## Claims (fixed in the config before the run; paired by seed)",
+        "",
+        f"Each claim: mean of the per-seed differences A − B with a {cfg['confidence']:.0%} paired t interval; "
+        "it holds when the interval excludes 0 (above it). Every claim is listed, held or not.",
+        "",
+        claims_markdown(results["claims"]),
+        "",
+        "![claims](claims.png)",
         "",
         "## Table 2: vision structure (CLIP fine-tuned on downstream captions)",
         "",
@@ -264,20 +282,43 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "Before fine-tuning (zero-shot from the image-text CLIP):",
         "",
-        markdown_table(summ["table2"], "Vision structure", zero_shot=True),
+        markdown_table(summ["table2"], "Vision structure", "zero_shot"),
         "",
         "## Tables 3-4: post-pretraining data and loss (ViP, then fine-tuned)",
         "",
         markdown_table(summ["table34"], "Post-pretraining"),
         "",
-        "After post-pretraining, before fine-tuning (zero-shot):",
+        f"Low-data regime: the same starting models fine-tuned on {cfg['low_data_fraction']:.0%} of the training "
+        "clips:",
         "",
-        markdown_table(summ["table34"], "Post-pretraining", zero_shot=True),
+        markdown_table(summ["table34"], "Post-pretraining", "low_data"),
+        "",
+        "## Table 7 analogue: zero-shot after post-pretraining (no fine-tuning)",
+        "",
+        "Retrieval, and classification of each clip's motion among the test motions by label prompts (the "
+        "canonical caption of each motion over every shape and colour, averaged; chance = "
+        f"{100 / len(cfg['world']['test_motions']):.1f}%).",
+        "",
+        markdown_table(summ["table34"], "Post-pretraining", "zero_shot", ZERO_SHOT_COLUMNS),
+        "",
+        "## Sec. 3.2: language domain gap (NMI, the image-text CLIP's text features)",
+        "",
+        "K-means (2) over the text features of two sources; NMI of clusters vs source (1 = fully separable). The "
+        "paper finds subtitles farther from downstream captions than auxiliary captions are.",
+        "",
+        "| sources | NMI (mean ± std) | texts per source × trials |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {v['nmi_mean']:.3f} ± {v['nmi_std']:.3f} | {v['n_per_source']} × {v['repeats']} |"
+        for k, v in results.get("domain_gap_nmi", {}).items()
+    ]
+    lines += [
         "",
         "## What the numbers say",
         "",
     ]
-    lines += [f"- {s}" for s in findings(summ, n)]
+    lines += [f"- {s}" for s in findings(results["claims"], n)]
     lines += [f"- {s}" for s in probe_findings(results["clip_stage"])]
     lines += [
         "",
@@ -300,6 +341,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         "![recall](recall_bars.png)",
         "",
         "## Timings (s)",
+        "",
+        f"Machine: {results['machine']['cpus']} CPUs, load average (1/5/15 min) "
+        f"{' / '.join(f'{x:.1f}' for x in results['machine']['loadavg_start'])} at the start and "
+        f"{' / '.join(f'{x:.1f}' for x in results['machine']['loadavg_end'])} at the end. *cpu_total* is this "
+        "process's CPU time (user + system), which a busy machine does not inflate.",
         "",
         "| stage | seconds |",
         "|---|---|",
@@ -331,34 +377,20 @@ def probe_findings(clip_stage: dict[str, Any]) -> list[str]:
     return out
 
 
-def findings(summ: dict[str, Any], n: int) -> list[str]:
-    """Plain-language statements derived from the measured numbers (never fixed text)."""
+def findings(claims: list[dict[str, Any]], n: int) -> list[str]:
+    """Each claim in words, from the measured numbers (never fixed text)."""
     out = []
-    t2, t34, ch = summ["table2"], summ["table34"], summ["checks"]
-    if "ViP (M=4)" in t2 and "MeanPool" in t2:
-        v, m = t2["ViP (M=4)"], t2["MeanPool"]
-        verdict = "beats" if ch.get("vip_beats_meanpool_on_direction") else "does NOT beat"
+    for e in claims:
+        if e["mean_difference"] is None:
+            out.append(f"{e['name']}: not measured in this run.")
+            continue
+        iv = f", 95% interval [{e['interval'][0]:+.1f}, {e['interval'][1]:+.1f}]" if e["interval"] else ""
         out.append(
-            f"ViP {verdict} MeanPool on motion direction: direction twin accuracy {_fmt(v['dirTwin'])} vs "
-            f"{_fmt(m['dirTwin'])} (all motions: {_fmt(v['twin'])} vs {_fmt(m['twin'])}), "
-            f"direction-query R@1 {_fmt(v['dirR@1'])} vs {_fmt(m['dirR@1'])} (MeanPool averages per-frame "
-            "features, so a clip and its time reversal look identical to it)."
+            f"{e['name']} ({e['paper']}): {verdict(e)}. {e['a']} {e['mean_a']:.1f} vs {e['b']} {e['mean_b']:.1f} "
+            f"({e['metric_text']}); paired difference {e['mean_difference']:+.1f}{iv}, n = {e['n']}."
         )
-    if "subtitles (L_VS)" in t34:
-        s = t34["subtitles (L_VS)"]["Mean"]
-        for other in ("captions (L_VC)", "OCL (d)", "none (CLIP-ViP)"):
-            if other in t34:
-                o = t34[other]["Mean"]
-                diff = ch.get(f"{other} minus subtitles, Mean R@1/5/10")
-                sign = ""
-                if diff:
-                    wins = sum(d > 0 for d in diff)
-                    sign = f" ({other} higher in {wins} of {len(diff)} seeds)"
-                out.append(
-                    f"Mean R@1/5/10 after post-pretraining on {other}: {_fmt(o)} vs subtitles only {_fmt(s)}{sign}."
-                )
     if n == 1:
-        out.append("One seed only: differences of a few points are within seed noise here; run the full demo.")
+        out.append("One seed only: no interval can be computed; run the full demo.")
     return out
 
 
@@ -368,8 +400,14 @@ def print_tables(results: dict[str, Any]) -> None:
     print(markdown_table(summ["table2"], "Vision structure"))
     print("\nTables 3-4 (post-pretraining of ViP, then fine-tuned):")
     print(markdown_table(summ["table34"], "Post-pretraining"))
+    print("\nTables 3-4, low-data fine-tuning:")
+    print(markdown_table(summ["table34"], "Post-pretraining", "low_data"))
+    print("\nTable 7 analogue (zero-shot after post-pretraining):")
+    print(markdown_table(summ["table34"], "Post-pretraining", "zero_shot", ZERO_SHOT_COLUMNS))
+    print("\nClaims (paired by seed):")
+    print(claims_markdown(results["claims"]))
     print()
-    for s in findings(summ, len(results["seeds"])):
+    for s in findings(results["claims"], len(results["seeds"])):
         print("- " + s)
     for s in probe_findings(results["clip_stage"]):
         print("- " + s)
@@ -378,5 +416,6 @@ def print_tables(results: dict[str, Any]) -> None:
 def write_report(results: dict[str, Any], out: Path, data: Any) -> None:
     plot_curves(results["seeds"], out / "training_curves.png", results["clip_stage"]["curve"])
     plot_recall(results["summary"], out / "recall_bars.png")
+    plot_claims(results["claims"], out / "claims.png")
     plot_query_grid(results["search"], data, out / "query_grid.png")
     _atomic_text(out / "report.md", render_markdown(results))

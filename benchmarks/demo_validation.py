@@ -1,0 +1,81 @@
+"""Choose the demo's post-pretraining settings on the VALIDATION split (never on test).
+
+Runs ``clipvip_apps.demo.pipeline.run_seed`` with ``eval_split="val"`` for each grid point (post-pretraining
+steps P and learning rate; fine-tuning as configured), for none / subtitles only / OCL (d), and writes every
+seed's claim metrics (``clipvip_apps.demo.claims.metric_values``) with wall and CPU seconds. The image-text CLIP is
+trained once per --root and reused. Several processes may share a --root (one --tag each) once clip.json exists.
+
+    PYTHONPATH=src python benchmarks/demo_validation.py --root /tmp/val --tag A \
+        --grid '[{"P": 200, "lr": 0.002}, {"P": 200, "lr": 0.0005}]' --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+from _common import machine_info, write_json
+
+from clipvip.synth import generate_world
+from clipvip_apps.demo.claims import metric_values
+from clipvip_apps.demo.pipeline import DemoConfig, StageConfig, build_data, run_seed, train_clip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", required=True, help="work folder (world, CLIP, runs)")
+    ap.add_argument("--tag", required=True, help="name of this grid's result file")
+    ap.add_argument("--grid", required=True, help='JSON list of {"P": steps, "lr": rate[, "F": fine-tune steps]}')
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="result JSON (default: ROOT/validation_TAG.json)")
+    args = ap.parse_args()
+    root = Path(args.root)
+    torch.set_num_threads(args.threads)
+    base = DemoConfig(
+        out=str(root),
+        eval_split="val",
+        threads=args.threads,
+        progress=False,
+        table2_variants=("vip",),
+        pretrain_settings=("subtitles (L_VS)", "OCL (d)"),
+    )
+    world = generate_world(base.world, root / "world", progress=False)
+    data = build_data(base, world)
+    clip_path = root / "clip.json"
+    if clip_path.exists():
+        clip = json.loads(clip_path.read_text())
+    else:
+        clip = train_clip(base, data, root / "runs")
+        write_json(clip_path, clip)
+    out = Path(args.out or root / f"validation_{args.tag}.json")
+    done = json.loads(out.read_text())["runs"] if out.exists() else []
+    for g in json.loads(args.grid):
+        ft = dataclasses.replace(base.finetune, steps=g.get("F", base.finetune.steps))
+        pt = StageConfig(g["P"], base.pretrain.batch_size, g["lr"], new_param_lr=base.pretrain.new_param_lr)
+        cfg = dataclasses.replace(base, pretrain=pt, finetune=ft)
+        for s in range(args.seeds):
+            if any(r["cfg"] == g and r["seed"] == s for r in done):
+                continue
+            t, c0 = time.perf_counter(), time.process_time()
+            r = run_seed(cfg, data, s, root / "runs" / args.tag / f"s{s}", clip["dir"])
+            rows = {k: {m: round(x, 2) for m, x in metric_values(v).items()} for k, v in r["table34"].items()}
+            done.append(
+                {
+                    "cfg": g,
+                    "seed": s,
+                    "rows": rows,
+                    "wall_s": time.perf_counter() - t,
+                    "cpu_s": time.process_time() - c0,
+                }
+            )
+            print(json.dumps(done[-1]), flush=True)
+            write_json(out, {"machine": machine_info(), "base": base.to_dict(), "split": "val", "runs": done})
+
+
+if __name__ == "__main__":
+    main()
