@@ -363,7 +363,7 @@ def text_only(argv: list[str]) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_encoder import full_context_text
 
-    from clipvip.text import tokenize
+    from clipvip.tokenizer import tokenize
 
     def padded() -> torch.Tensor:  # the pre-fix path: every caption through all ``ctx`` positions
         with torch.inference_mode():

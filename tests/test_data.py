@@ -23,7 +23,7 @@ from clipvip.data import (
     load_annotations,
     resolve_videos,
 )
-from clipvip.text import tokenize
+from clipvip.tokenizer import tokenize
 from clipvip.video import normalize, read_frames, read_middle_frame, write_video
 
 

@@ -49,7 +49,7 @@ def _model() -> clipvip.CLIPViP:
 
 
 def _cfgs() -> list[TrainConfig]:
-    return [TrainConfig(stage="finetune"), TrainConfig(stage="pretrain", ocl_variant="d")]
+    return [TrainConfig(stage="finetune"), TrainConfig(stage="pretrain", ocl_objective="d")]
 
 
 def _slice(batch: dict, lo: int, hi: int) -> dict:
@@ -84,7 +84,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path, intra_op_threads: int)
 
     for i, cfg in enumerate(_cfgs()):
         model = _model()
-        embs = embed_batch(model, _batch(), cfg.stage, cfg.context_length, cfg.ocl_variant)
+        embs = embed_batch(model, _batch(), cfg.stage, cfg.context_length, cfg.ocl_objective)
         loss = contrastive_loss(embs, model.logit_scale, cfg)
         loss.backward()
         ref = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}

@@ -283,7 +283,7 @@ def test_text_tower_trims_padding_exactly(tiny_model_dir: Path) -> None:
     tower's transformer never sees the extra padding."""
     from clipvip.eval import embed_texts
     from clipvip.model.layers import CausalAttention
-    from clipvip.text import tokenize
+    from clipvip.tokenizer import tokenize
 
     model = clipvip.load(tiny_model_dir).eval()
     texts = [

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from test_weights import _hf_model, _images, _official_checkpoint, _open_clip_model
 
 import clipvip
-from clipvip.text import tokenize
+from clipvip.tokenizer import tokenize
 from clipvip.weights.hub import ModelNotFoundError, resolve_model, url_cache_path
 
 hub = pytest.importorskip("huggingface_hub")

@@ -63,7 +63,7 @@ def _reference(variant: str, v, f, s, c, tau: float) -> float:
 
 
 @pytest.mark.parametrize("variant", ["vs", "a", "b", "c", "d"])
-def test_ocl_variants_match_brute_force(variant: str) -> None:
+def test_ocl_objectives_match_brute_force(variant: str) -> None:
     B, D = 5, 8
     v, f, s, c = (_emb(B, D, k) for k in range(4))
     log_scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64)
@@ -94,7 +94,7 @@ def test_unused_inputs_may_be_none_and_missing_ones_raise() -> None:
         ocl_loss(v, None, s, _emb(4, 8, 2), ls, "a")
     with pytest.raises(ValueError, match="caption"):
         ocl_loss(v, _emb(4, 8, 3), s, None, ls, "d")
-    with pytest.raises(ValueError, match="unknown OCL variant"):
+    with pytest.raises(ValueError, match="unknown OCL objective"):
         ocl_loss(v, None, s, None, ls, "e")
 
 

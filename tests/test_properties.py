@@ -21,7 +21,7 @@ from clipvip.data import Sample, load_annotations
 from clipvip.data.annotations import video_path
 from clipvip.data.datasets import load_captions
 from clipvip.eval.metrics import retrieval_ranks
-from clipvip.text import EOT_ID, SOT_ID, get_tokenizer
+from clipvip.tokenizer import EOT_ID, SOT_ID, get_tokenizer
 from clipvip_apps.train.config import apply_overrides, parse_override, parse_value
 
 SWEEP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from clipvip.text import EOT_ID, SOT_ID, get_tokenizer, tokenize
+from clipvip.tokenizer import EOT_ID, SOT_ID, get_tokenizer, tokenize
 
 TEXTS = [
     "a photo of a cat",
@@ -51,7 +51,7 @@ def test_shipped_merge_table_is_openais_byte_for_byte() -> None:
     open_clip = pytest.importorskip("open_clip")
     from pathlib import Path
 
-    from clipvip.text import default_bpe_path
+    from clipvip.tokenizer import default_bpe_path
 
     shipped = default_bpe_path()
     assert shipped.parent.name == "assets" and shipped.is_file()

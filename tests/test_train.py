@@ -371,7 +371,7 @@ def test_presets_parse_and_build() -> None:
     cfgs = {n: load_config(n) for n in names}
     paper = {  # Sec. 5.1
         "pretrain_vip_b32": dict(
-            stage="pretrain", lr=5e-6, weight_decay=0.05, num_frames=12, context_length=70, ocl_variant="d"
+            stage="pretrain", lr=5e-6, weight_decay=0.05, num_frames=12, context_length=70, ocl_objective="d"
         ),
         "pretrain_vip_b16": dict(stage="pretrain", lr=5e-6, weight_decay=0.05, num_frames=12, arch="B/16"),
         "finetune_msrvtt": dict(stage="finetune", lr=1e-6, weight_decay=0.2, epochs=5, context_length=50),
@@ -401,8 +401,10 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
     assert cfg.max_steps is None
     with pytest.raises(ValueError, match="unknown train config keys"):
         load_config("tiny", ["learning_rate=1"])
-    with pytest.raises(ValueError, match="ocl_variant"):
-        load_config("tiny", ["ocl_variant=z"])
+    with pytest.raises(ValueError, match="ocl_objective"):
+        load_config("tiny", ["ocl_objective=z"])
+    with pytest.raises(ValueError, match="'ocl_variant' is now called 'ocl_objective'"):
+        load_config("tiny", ["ocl_variant=d"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="bad.yaml"):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import clipvip
 from clipvip import CheckpointError
-from clipvip.text import tokenize
+from clipvip.tokenizer import tokenize
 
 pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
 

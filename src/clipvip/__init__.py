@@ -8,7 +8,7 @@ Data flows one way: video file -> frames (``clipvip.video``) -> tensors (``clipv
 from clipvip.config import ModelConfig, TextConfig, VisionConfig, tiny_config
 from clipvip.inference import optimize_for_inference
 from clipvip.model import CLIPViP
-from clipvip.text import tokenize
+from clipvip.tokenizer import tokenize
 from clipvip.weights import CheckpointError, convert, load
 
 __version__ = "0.1.0"

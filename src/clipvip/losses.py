@@ -8,7 +8,7 @@ after clamping at ln(100) as CLIP does, so the temperature never drops below 0.0
 Every loss is the plain MEAN of its cross-entropy terms, each term weighted equally, as the released code does:
 
 =======  ==============================================  =====
-variant  terms                                           count
+obj.     terms                                           count
 =======  ==============================================  =====
 vs       V->S, S->V                                      2
 a        V->S, S->V, F->C, C->F                          4
@@ -37,7 +37,7 @@ from clipvip.numerics import at_least_fp32
 
 MAX_LOGIT_SCALE = math.log(100.0)
 
-# The embedding streams each OCL variant reads (module table): callers embed exactly these and nothing else.
+# The embedding streams each OCL objective reads (module table): callers embed exactly these and nothing else.
 OCL_STREAMS: dict[str, frozenset[str]] = {
     "vs": frozenset({"video", "subtitle"}),
     "a": frozenset({"video", "subtitle", "frame", "caption"}),
@@ -45,7 +45,7 @@ OCL_STREAMS: dict[str, frozenset[str]] = {
     "c": frozenset({"video", "subtitle", "frame", "caption"}),
     "d": frozenset({"video", "subtitle", "frame", "caption"}),
 }
-OCL_VARIANTS: tuple[str, ...] = tuple(OCL_STREAMS)
+OCL_OBJECTIVES: tuple[str, ...] = tuple(OCL_STREAMS)
 
 
 def scale_from_log(logit_scale: Tensor | float) -> Tensor:
@@ -117,30 +117,31 @@ def ocl_loss(
     subtitle: Tensor,
     caption: Tensor | None,
     logit_scale: Tensor | float,
-    variant: str = "d",
+    objective: str = "d",
 ) -> Tensor:
     """Omnisource Cross-modal Learning loss (paper Sec. 4.3) on gathered, L2-normalised [B, D] embeddings.
 
-    ``variant`` in {"vs", "a", "b", "c", "d"} (see the module table). ``frame`` (middle-frame embedding, the same
-    vision tower on a 1-frame input) and ``caption`` (auxiliary caption) may be None where the variant does not
-    use them. Returns the mean of the variant's equally weighted cross-entropy terms.
+    ``objective`` in {"vs", "a", "b", "c", "d"}: the paper's OCL variants (a)-(d) of Table 3, plus subtitles only
+    (see the module table; "objective", because "variant" names the vision tower). ``frame`` (middle-frame
+    embedding, the same vision tower on a 1-frame input) and ``caption`` (auxiliary caption) may be None where the
+    objective does not use them. Returns the mean of the objective's equally weighted cross-entropy terms.
     """
-    if variant not in OCL_VARIANTS:
-        raise ValueError(f"unknown OCL variant {variant!r}; expected one of {OCL_VARIANTS}")
+    if objective not in OCL_OBJECTIVES:
+        raise ValueError(f"unknown OCL objective {objective!r}; expected one of {OCL_OBJECTIVES}")
     v = at_least_fp32(video)
     s = _check("subtitle", subtitle, video)
     scale = scale_from_log(logit_scale).to(v.device)
     terms: list[Tensor] = []
-    if variant == "d":
+    if objective == "d":
         c = _check("caption", caption, video)
         terms.extend(_v2t_joint(v, s, c, scale))
         terms.append(info_nce_terms(v, s, scale)[1])  # S->V
         terms.append(info_nce_terms(v, c, scale)[1])  # C->V
     else:
         terms.extend(info_nce_terms(v, s, scale))
-        if variant in ("b", "c"):
+        if objective in ("b", "c"):
             terms.extend(info_nce_terms(v, _check("caption", caption, video), scale))
-    if variant in ("a", "c", "d"):
+    if objective in ("a", "c", "d"):
         terms.extend(info_nce_terms(_check("frame", frame, video), _check("caption", caption, video), scale))
     return torch.stack(terms).mean()
 

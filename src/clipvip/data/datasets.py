@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from clipvip.data.annotations import Sample, load_annotations, resolve_videos
 from clipvip.data.shards import ShardSample, iter_shard_samples
-from clipvip.text import tokenize
+from clipvip.tokenizer import tokenize
 from clipvip.video.read import DEFAULT_TIMEOUT, VideoDecodeError, normalize
 from clipvip.video.read import read_frames as _read_frames
 

@@ -47,7 +47,7 @@ class CLIPViP(nn.Module):
     def encode_text(self, text: Sequence[str] | Tensor, context_length: int | None = None) -> Tensor:
         """list of strings or token ids [B, L] -> L2-normalised [B, E], fp32 (fp64 for a fp64 model)."""
         if not isinstance(text, Tensor):
-            from clipvip.text import tokenize
+            from clipvip.tokenizer import tokenize
 
             text = tokenize(list(text), context_length or self.config.text.context_length)
         return F.normalize(at_least_fp32(self.text(text.to(self.device))), dim=-1)

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 
 from clipvip.io import atomic_path
+from clipvip.video.transcode import FrameEncoder
 
 # (file suffixes, codecs) pairs a browser plays natively; anything else is transcoded.
 BROWSER_PLAYABLE: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
@@ -143,17 +144,15 @@ def transcode_window(
             rate = vs.average_rate or Fraction(25)
             if start > 0:
                 inp.seek(int(start / vs.time_base) + (vs.start_time or 0), stream=vs, backward=True)
-            with av.open(str(tmp), mode="w", format=fmt, options=mux_opts) as out:
-                os_ = out.add_stream(codec, rate=rate)
-                os_.width, os_.height, os_.pix_fmt = w, h, "yuv420p"
-                os_.codec_context.time_base = Fraction(1, 1000)
-                os_.options = (
-                    {"preset": "veryfast", "crf": "23"}
-                    if codec == "libx264"
-                    else {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}
-                )
+            codec_options = (
+                {"preset": "veryfast", "crf": "23"}
+                if codec == "libx264"
+                else {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}
+            )
+            with FrameEncoder(
+                tmp, fmt, codec, float(rate), size=(w, h), codec_options=codec_options, mux_options=mux_opts
+            ) as enc:
                 t0 = vs.start_time or 0
-                written, size = 0, 0
                 wanted = max(1, round((end - start) * float(rate)))
                 for frame in inp.decode(vs):
                     if time.monotonic() > deadline:
@@ -162,23 +161,13 @@ def transcode_window(
                         continue
                     # the first frame at or after ``start`` opens the window; from there frames are counted, not
                     # timed, since AVI's packed B-frames carry shuffled pts (a later frame may claim an earlier time)
-                    if written == 0 and float((frame.pts - t0) * vs.time_base) < start - 1e-3:
+                    if enc.frames == 0 and float((frame.pts - t0) * vs.time_base) < start - 1e-3:
                         continue
-                    if written >= wanted:
+                    if enc.frames >= wanted or enc.bytes > limits.max_bytes:
                         break
-                    out_frame = frame.reformat(width=w, height=h, format="yuv420p")
-                    # decoder output is in display order: number the frames at the stream's rate
-                    out_frame.pts, out_frame.time_base = round(written * 1000 / rate), Fraction(1, 1000)
-                    for packet in os_.encode(out_frame):
-                        size += packet.size
-                        out.mux(packet)
-                    written += 1
-                    if size > limits.max_bytes:
-                        break
-                if written == 0:
+                    enc.encode(frame)  # decoder output is in display order: numbered at the stream's rate
+                if enc.frames == 0:
                     raise TranscodeError(f"no frames between {start:.1f} s and {end:.1f} s")
-                for packet in os_.encode():
-                    out.mux(packet)
     except av.error.FFmpegError as e:
         raise TranscodeError(f"{Path(src).name}: {e}") from e
     return Path(dst)

@@ -78,8 +78,10 @@ class FrameEncoder:
     """Frames in, one video out: the single H.264/VP9 writer of ``transcode`` and the corpus cutter.
 
     ``target`` is a path or a binary file object (an in-memory clip). Frames are re-timed to ``0, 1, 2...`` at
-    ``rate``; the output size is fixed by the first frame (``short_side`` applied with ``output_size``) unless
-    ``size`` is given. ``rotation``: degrees written as display-matrix metadata (for frames kept unrotated)."""
+    ``rate``; the output size is ``size`` when given, else fixed by the first frame (``short_side`` applied with
+    ``output_size``). ``rotation``: degrees written as display-matrix metadata (for frames kept unrotated).
+    ``codec_options`` replace the default x264 ``crf``/``preset`` (e.g. VP9's realtime settings); ``mux_options``
+    go to the container (e.g. fragmented MP4). ``bytes`` counts what was muxed, for callers with a size cap."""
 
     def __init__(
         self,
@@ -93,9 +95,16 @@ class FrameEncoder:
         preset: str = "veryfast",
         threads: int = 1,
         rotation: int = 0,
+        size: tuple[int, int] | None = None,
+        codec_options: dict[str, str] | None = None,
+        mux_options: dict[str, str] | None = None,
     ) -> None:
-        self.out = av.open(target if hasattr(target, "write") else str(target), mode="w", format=fmt)
+        self.out = av.open(
+            target if hasattr(target, "write") else str(target), mode="w", format=fmt, options=mux_options or {}
+        )
         self.codec, self.short_side, self.rotation = codec, short_side, rotation
+        self.fixed_size, self.codec_options = size, codec_options
+        self.bytes = 0
         self.rate = Fraction(rate).limit_denominator(1001)
         self.crf, self.preset, self.threads = crf, preset, threads
         self.stream: Any = None
@@ -103,7 +112,7 @@ class FrameEncoder:
         self.frames = 0
 
     def _open_stream(self, width: int, height: int) -> None:
-        self.size = output_size(width, height, self.short_side)
+        self.size = self.fixed_size or output_size(width, height, self.short_side)
         st = self.out.add_stream(self.codec, rate=self.rate)
         st.width, st.height = self.size
         st.pix_fmt = "yuv420p"
@@ -124,6 +133,7 @@ class FrameEncoder:
             frame = frame.reformat(width=self.size[0], height=self.size[1], format="yuv420p", interpolation="BICUBIC")
         frame.pts, frame.time_base = self.frames, 1 / self.rate  # FFmpeg keeps its own reference: reuse is safe
         for packet in self.stream.encode(frame):
+            self.bytes += packet.size
             self.out.mux(packet)
         self.frames += 1
 
@@ -131,6 +141,7 @@ class FrameEncoder:
         """Flush the encoder and finish the container."""
         if self.stream is not None:
             for packet in self.stream.encode():
+                self.bytes += packet.size
                 self.out.mux(packet)
         self.out.close()
 

@@ -322,7 +322,7 @@ def _train(
     run_dir: Path,
     seed: int,
     cfg: DemoConfig,
-    ocl_variant: str = "d",
+    ocl_objective: str = "d",
     desc: str = "",
 ) -> tuple[torch.nn.Module, list[dict], Path]:
     """One trainer call; returns (trained model, loss history, saved model folder). Optimizer checkpoints of the
@@ -332,7 +332,7 @@ def _train(
     tc = TrainConfig(
         stage=stage,
         run_dir=str(run_dir),
-        ocl_variant=ocl_variant,
+        ocl_objective=ocl_objective,
         batch_size=sc.batch_size,
         max_steps=sc.steps,
         lr=sc.lr,
@@ -500,7 +500,7 @@ def run_seed(
             root / f"pt_{slug}",
             seed,
             cfg,
-            ocl_variant=ocl,
+            ocl_objective=ocl,
             desc=f"[seed {seed}] post-pretrain ViP: {name}",
         )
         out["curves"][f"post-pretrain {name}"] = hist_pt

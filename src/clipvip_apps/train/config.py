@@ -20,6 +20,10 @@ Stage = Literal["pretrain", "finetune"]
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
+# Keys of earlier releases, so an old config gets one line naming the new key instead of "unknown key".
+RENAMED_KEYS: dict[str, str] = {"ocl_variant": "ocl_objective"}  # "variant" is the vision tower's word
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs. Defaults follow the paper (Sec. 5.1) where it states a value."""
@@ -41,8 +45,8 @@ class TrainConfig:
     num_workers: int = 0
     context_length: int = 77
 
-    # Loss: OCL variant for pretraining; "infonce" or "dsl" for fine-tuning.
-    ocl_variant: str = "d"
+    # Loss: OCL objective (the paper's variants (a)-(d), or "vs") for pretraining; "infonce" or "dsl" for fine-tuning.
+    ocl_objective: str = "d"
     finetune_loss: str = "infonce"
     dsl_temp: float = 1000.0
 
@@ -86,10 +90,10 @@ class TrainConfig:
             raise ValueError(f"stage must be 'pretrain' or 'finetune', got {self.stage!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        from clipvip.losses import FINETUNE_LOSSES, OCL_VARIANTS
+        from clipvip.losses import FINETUNE_LOSSES, OCL_OBJECTIVES
 
-        if self.ocl_variant not in OCL_VARIANTS:
-            raise ValueError(f"ocl_variant must be one of {OCL_VARIANTS}, got {self.ocl_variant!r}")
+        if self.ocl_objective not in OCL_OBJECTIVES:
+            raise ValueError(f"ocl_objective must be one of {OCL_OBJECTIVES}, got {self.ocl_objective!r}")
         if self.finetune_loss not in FINETUNE_LOSSES:
             raise ValueError(f"finetune_loss must be one of {sorted(FINETUNE_LOSSES)}, got {self.finetune_loss!r}")
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -104,6 +108,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        renamed = {old: new for old, new in RENAMED_KEYS.items() if old in d}
+        if renamed:
+            raise ValueError(
+                f"{source}: " + "; ".join(f"{old!r} is now called {new!r}" for old, new in renamed.items())
+            )
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{source}: unknown train config keys: {unknown}")

@@ -105,16 +105,16 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 def _text_ids(text: Any, context_length: int) -> Tensor:
     if isinstance(text, Tensor):
         return text
-    from clipvip.text import tokenize
+    from clipvip.tokenizer import tokenize
 
     return tokenize(list(text), context_length)
 
 
 def batch_streams(
-    model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_variant: str = "d"
+    model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_objective: str = "d"
 ) -> dict[str, tuple[Callable[[Tensor], Tensor], Tensor]]:
     """{stream name: (encoder, input on the model's device)} of one batch. Pretrain: video, subtitle and (when
-    the OCL variant uses them) frame and caption; finetune: video and text. Frames may be [B, 3, H, W] or
+    the OCL objective uses them) frame and caption; finetune: video and text. Frames may be [B, 3, H, W] or
     [B, 1, 3, H, W] (a 1-frame video). ``embed_batch`` and the gradient-cache step both run these."""
     dev = model.logit_scale.device
     streams = {"video": (model.encode_video, batch["video"].to(dev, non_blocking=True))}
@@ -122,7 +122,7 @@ def batch_streams(
         streams["text"] = (model.encode_text, _text_ids(batch["text"], context_length).to(dev))
         return streams
     streams["subtitle"] = (model.encode_text, _text_ids(batch["subtitle"], context_length).to(dev))
-    needs = OCL_STREAMS[ocl_variant]
+    needs = OCL_STREAMS[ocl_objective]
     if "frame" in needs:
         frame = batch["frame"].to(dev, non_blocking=True)
         streams["frame"] = (model.encode_video, frame[:, None] if frame.ndim == 4 else frame)
@@ -132,10 +132,10 @@ def batch_streams(
 
 
 def embed_batch(
-    model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_variant: str = "d"
+    model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_objective: str = "d"
 ) -> dict[str, Tensor]:
     """Local L2-normalised embeddings of one batch, {stream name: [b, E]} (see ``batch_streams``)."""
-    return {k: enc(x) for k, (enc, x) in batch_streams(model, batch, stage, context_length, ocl_variant).items()}
+    return {k: enc(x) for k, (enc, x) in batch_streams(model, batch, stage, context_length, ocl_objective).items()}
 
 
 def contrastive_loss(embeddings: dict[str, Tensor], logit_scale: Tensor, cfg: TrainConfig) -> Tensor:
@@ -143,7 +143,7 @@ def contrastive_loss(embeddings: dict[str, Tensor], logit_scale: Tensor, cfg: Tr
     on the global batch."""
     g = {k: gather_with_grad(v) for k, v in embeddings.items()}
     if cfg.stage == "pretrain":
-        return ocl_loss(g["video"], g.get("frame"), g["subtitle"], g.get("caption"), logit_scale, cfg.ocl_variant)
+        return ocl_loss(g["video"], g.get("frame"), g["subtitle"], g.get("caption"), logit_scale, cfg.ocl_objective)
     loss = FINETUNE_LOSSES[cfg.finetune_loss]
     return loss.fn(g["video"], g["text"], logit_scale, **{name: getattr(cfg, name) for name in loss.options})
 
@@ -153,7 +153,7 @@ def _grad_cache_step(
 ) -> Tensor:
     """One micro-batch through ``clipvip.gradcache``: exact gradients of ``contrastive_loss`` on the whole
     (gathered) batch, holding the activations of one ``grad_cache_chunk`` at a time. Returns the detached loss."""
-    streams = batch_streams(model, batch, cfg.stage, cfg.context_length, cfg.ocl_variant)
+    streams = batch_streams(model, batch, cfg.stage, cfg.context_length, cfg.ocl_objective)
 
     def encoder(enc: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
         def run(x: Tensor) -> Tensor:
@@ -179,10 +179,10 @@ class _Embedder(nn.Module):
     def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
         super().__init__()
         self.model = model
-        self.stage, self.context_length, self.variant = cfg.stage, cfg.context_length, cfg.ocl_variant
+        self.stage, self.context_length, self.objective = cfg.stage, cfg.context_length, cfg.ocl_objective
 
     def forward(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
-        return embed_batch(self.model, batch, self.stage, self.context_length, self.variant), self.model.logit_scale
+        return embed_batch(self.model, batch, self.stage, self.context_length, self.objective), self.model.logit_scale
 
 
 # ------------------------------------------------------------------------------------------------ data
