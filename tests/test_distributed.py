@@ -1,6 +1,6 @@
 """2 gloo processes (batch 4 each, under DDP) == 1 process with batch 8: same loss, same gradients.
 
-The per-rank step is the trainer's own (``_Embedder`` under DDP + ``contrastive_loss``, which gathers with
+The per-rank step is the trainer's own (``Embedder`` under DDP + ``contrastive_loss``, which gathers with
 gradients); the reference is a plain single-process forward/backward of the whole batch of 8.
 """
 
@@ -16,7 +16,7 @@ from support import assert_all_close, run_ranks
 import clipvip
 from clipvip.distributed import gather_with_grad, init_distributed, is_distributed
 from clipvip_apps.train import TrainConfig, contrastive_loss, embed_batch
-from clipvip_apps.train.trainer import _Embedder
+from clipvip_apps.train.step import Embedder
 
 pytestmark = pytest.mark.numerics  # re-run under other CPU kernels by `make test` (Makefile)
 
@@ -66,7 +66,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, threads: int, splits
     results = []
     for cfg, (lo, hi) in zip(_cfgs(), splits):
         model = _model()
-        ddp = torch.nn.parallel.DistributedDataParallel(_Embedder(model, cfg))
+        ddp = torch.nn.parallel.DistributedDataParallel(Embedder(model, cfg))
         embs, scale = ddp(_slice(_batch(), lo, hi))
         loss = contrastive_loss(embs, scale, cfg)
         loss.backward()

@@ -1,5 +1,8 @@
 """One trainer for both stages: OCL post-pretraining and retrieval fine-tuning (paper Sec. 4.3, 5.1).
 
+The train package, one concept per module: ``step`` (a step's streams, embeddings, loss and GradCache step),
+``data`` (sampler, data sets from a config), ``checkpoint``, ``optim``, ``config``; this module is the loop.
+
 Step structure (kept in three pieces so gradient caching can reuse them, see ``clipvip.gradcache``):
 
 1. ``embed_batch(model, batch, stage, ...)`` -> local L2-normalised embeddings
@@ -26,25 +29,26 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from clipvip.data import SkipCounter
-from clipvip.distributed import DistInfo, gather_with_grad, init_distributed
+from clipvip.distributed import DistInfo, init_distributed
 from clipvip.gradcache import GradCache, average_gradients
 from clipvip.io import write_jsonl
-from clipvip.losses import FINETUNE_LOSSES, OCL_STREAMS, ocl_loss
 from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from clipvip_apps.train.config import TrainConfig
+from clipvip_apps.train.data import ResumableBatchSampler, all_ranks_have_data, build_datasets, default_collate
 from clipvip_apps.train.optim import adamw, build_scheduler, param_groups
+from clipvip_apps.train.step import Embedder, autocast, batch_streams, contrastive_loss, embed_batch, grad_cache_step
 
 log = logging.getLogger(__name__)
 
@@ -99,179 +103,6 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     return clipvip.CLIPViP(model_config_for(cfg))
 
 
-# ------------------------------------------------------------------------------------------------ step API
-
-
-def _text_ids(text: Any, context_length: int) -> Tensor:
-    if isinstance(text, Tensor):
-        return text
-    from clipvip.tokenizer import tokenize
-
-    return tokenize(list(text), context_length)
-
-
-def batch_streams(
-    model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_objective: str = "d"
-) -> dict[str, tuple[Callable[[Tensor], Tensor], Tensor]]:
-    """{stream name: (encoder, input on the model's device)} of one batch. Pretrain: video, subtitle and (when
-    the OCL objective uses them) frame and caption; finetune: video and text. Frames may be [B, 3, H, W] or
-    [B, 1, 3, H, W] (a 1-frame video). ``embed_batch`` and the gradient-cache step both run these."""
-    dev = model.logit_scale.device
-    streams = {"video": (model.encode_video, batch["video"].to(dev, non_blocking=True))}
-    if stage == "finetune":
-        streams["text"] = (model.encode_text, _text_ids(batch["text"], context_length).to(dev))
-        return streams
-    streams["subtitle"] = (model.encode_text, _text_ids(batch["subtitle"], context_length).to(dev))
-    needs = OCL_STREAMS[ocl_objective]
-    if "frame" in needs:
-        frame = batch["frame"].to(dev, non_blocking=True)
-        streams["frame"] = (model.encode_video, frame[:, None] if frame.ndim == 4 else frame)
-    if "caption" in needs:
-        streams["caption"] = (model.encode_text, _text_ids(batch["caption"], context_length).to(dev))
-    return streams
-
-
-def embed_batch(
-    model: nn.Module, batch: dict[str, Any], stage: str, context_length: int = 77, ocl_objective: str = "d"
-) -> dict[str, Tensor]:
-    """Local L2-normalised embeddings of one batch, {stream name: [b, E]} (see ``batch_streams``)."""
-    return {k: enc(x) for k, (enc, x) in batch_streams(model, batch, stage, context_length, ocl_objective).items()}
-
-
-def contrastive_loss(embeddings: dict[str, Tensor], logit_scale: Tensor, cfg: TrainConfig) -> Tensor:
-    """THE loss of a step: gather every embedding across ranks (with gradients), then OCL or fine-tuning InfoNCE
-    on the global batch."""
-    g = {k: gather_with_grad(v) for k, v in embeddings.items()}
-    if cfg.stage == "pretrain":
-        return ocl_loss(g["video"], g.get("frame"), g["subtitle"], g.get("caption"), logit_scale, cfg.ocl_objective)
-    loss = FINETUNE_LOSSES[cfg.finetune_loss]
-    return loss.fn(g["video"], g["text"], logit_scale, **{name: getattr(cfg, name) for name in loss.options})
-
-
-def _grad_cache_step(
-    gc: GradCache, model: nn.Module, batch: dict[str, Any], cfg: TrainConfig, scaler: Any, device: torch.device
-) -> Tensor:
-    """One micro-batch through ``clipvip.gradcache``: exact gradients of ``contrastive_loss`` on the whole
-    (gathered) batch, holding the activations of one ``grad_cache_chunk`` at a time. Returns the detached loss."""
-    streams = batch_streams(model, batch, cfg.stage, cfg.context_length, cfg.ocl_objective)
-
-    def encoder(enc: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-        def run(x: Tensor) -> Tensor:
-            with _autocast(device, cfg.precision):
-                return enc(x)
-
-        return run
-
-    raw: list[Tensor] = []
-
-    def loss_fn(embs: dict[str, Tensor]) -> Tensor:
-        loss = contrastive_loss(embs, model.logit_scale, cfg)
-        raw.append(loss.detach())  # a NaN/inf here makes the caller raise before the optimizer runs
-        return scaler.scale(loss / cfg.grad_accum)
-
-    gc.step({k: encoder(enc) for k, (enc, _) in streams.items()}, {k: x for k, (_, x) in streams.items()}, loss_fn)
-    return raw[0]
-
-
-class _Embedder(nn.Module):
-    """Puts ``embed_batch`` behind ``forward`` so DDP sees the forward pass (it hooks gradients there)."""
-
-    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.stage, self.context_length, self.objective = cfg.stage, cfg.context_length, cfg.ocl_objective
-
-    def forward(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
-        return embed_batch(self.model, batch, self.stage, self.context_length, self.objective), self.model.logit_scale
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-
-class ResumableBatchSampler(Sampler[list[int]]):
-    """Global-batch sampler: epoch ``e``'s order is ``randperm(n, seed + e)``; global batch ``b`` is the slice
-    ``[b*G, (b+1)*G)`` with G = batch_size * world_size, and rank r takes its r-th sub-slice. Incomplete global
-    batches are dropped. ``set_epoch(e, start_batch)`` restarts mid-epoch without touching earlier samples, and
-    1 process x batch 8 sees exactly the samples of 2 processes x batch 4."""
-
-    def __init__(
-        self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
-    ) -> None:
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world_size
-        self.shuffle = shuffle
-        self.epoch, self.start, self.stop = 0, 0, self.num_batches
-
-    @property
-    def num_batches(self) -> int:
-        return self.n // (self.batch_size * self.world)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0, stop_batch: int | None = None) -> None:
-        self.epoch, self.start = epoch, start_batch
-        self.stop = self.num_batches if stop_batch is None else min(stop_batch, self.num_batches)
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            perm = torch.arange(self.n)
-        G, B = self.batch_size * self.world, self.batch_size
-        for b in range(self.start, self.stop):
-            lo = b * G + self.rank * B
-            yield perm[lo : lo + B].tolist()
-
-
-def _default_collate() -> Callable:
-    try:
-        from clipvip.data import collate
-    except ImportError as e:  # pragma: no cover - clipvip.data ships with the library
-        raise ImportError("clipvip.data.collate is required to batch training samples") from e
-    return collate
-
-
-def build_datasets(cfg: TrainConfig, model_config: Any = None) -> tuple[Dataset, Dataset | None]:
-    """Data sets from the config's keyword arguments (the CLI path; the Python API takes dataset objects).
-    Frame count and size default to ``model_config``'s (see ``clipvip_apps.train.data_args``)."""
-    from clipvip import data
-    from clipvip_apps.train.data_args import data_kwargs
-
-    if not cfg.train_data:
-        raise ValueError("train_data is empty: set the data set arguments in the config (or pass a dataset)")
-    train_kw = data_kwargs(cfg.stage, cfg.train_data, model_config, cfg.num_frames, cfg.context_length)
-    if cfg.stage == "pretrain":
-        train_ds = _dataset(data.PretrainDataset, train_kw, "train_data")
-    else:
-        train_ds = _dataset(data.RetrievalDataset, {"split": "train", **train_kw}, "train_data")
-    eval_ds = None
-    if cfg.eval_data:
-        eval_kw = data_kwargs("finetune", cfg.eval_data, model_config, cfg.num_frames, cfg.context_length)
-        eval_ds = _dataset(data.RetrievalDataset, {"split": "test", **eval_kw}, "eval_data")
-    return train_ds, eval_ds
-
-
-def _dataset(cls: type, kwargs: dict[str, Any], key: str) -> Dataset:
-    """``cls(**kwargs)``; arguments that do not fit its signature are a config error naming the config key."""
-    import inspect
-
-    try:
-        inspect.signature(cls).bind(**kwargs)
-    except TypeError as e:
-        raise ValueError(f"{key}: {e} (arguments of {cls.__name__}: {list(inspect.signature(cls).parameters)})") from e
-    return cls(**kwargs)
-
-
-def _all_ranks_have_data(batch: dict[str, Any], dinfo: DistInfo) -> bool:
-    """False when this or any other rank got a batch with no usable sample (collate dropped all of them)."""
-    ok = isinstance(batch, dict) and "video" in batch and int(batch["video"].shape[0]) > 0
-    if not dinfo.distributed:
-        return ok
-    flag = torch.tensor([0 if ok else 1], device=dinfo.device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return int(flag.item()) == 0
-
-
 # ------------------------------------------------------------------------------------------------ helpers
 
 
@@ -290,13 +121,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(v, int | float) and not isinstance(v, bool):
             out[key] = float(v)
     return out
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class _MetricsLog:
@@ -397,7 +221,7 @@ def train(
     if dinfo.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(run_dir / "config.yaml")
-    collate = collate_fn or _default_collate()
+    collate = collate_fn or default_collate()
     if eval_dataset is not None and evaluate_fn is None:
         from clipvip.eval.retrieval import evaluate_retrieval
 
@@ -433,7 +257,7 @@ def train(
     scheduler = build_scheduler(optimizer, total_steps, warmup, cfg.min_lr_ratio)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
 
-    embedder: nn.Module = _Embedder(model, cfg)
+    embedder: nn.Module = Embedder(model, cfg)
     grad_cache = GradCache(cfg.grad_cache_chunk) if cfg.grad_cache_chunk else None
     if dinfo.distributed and grad_cache is None:
         embedder = nn.parallel.DistributedDataParallel(
@@ -559,16 +383,16 @@ def train(
                     break
                 skipped_total += skips.update(batch)
                 consumed += 1
-                if not _all_ranks_have_data(batch, dinfo):
+                if not all_ranks_have_data(batch, dinfo):
                     continue  # an all-bad batch (on any rank): every rank skips it, the data position advances
                 micro += 1
                 last_micro = micro == cfg.grad_accum
                 sync = contextlib.nullcontext() if (last_micro or not dinfo.distributed) else embedder.no_sync()
                 if grad_cache is not None:
-                    loss = _grad_cache_step(grad_cache, model, batch, cfg, scaler, device)
+                    loss = grad_cache_step(grad_cache, model, batch, cfg, scaler, device)
                 else:
                     with sync:
-                        with _autocast(device, cfg.precision):
+                        with autocast(device, cfg.precision):
                             embs, logit_scale = embedder(batch)
                         loss = contrastive_loss(embs, logit_scale, cfg)
                         if torch.isfinite(loss):
