@@ -583,7 +583,7 @@ def domain_gap(cfg: DemoConfig, world: World, clip_dir: str | Path) -> dict[str,
     captions and auxiliary captions vs downstream captions, with the image-text CLIP's text features."""
     from clipvip.eval.nmi import domain_gap_nmi, model_feature_fn
 
-    model = clipvip.load(clip_dir)
+    model = _load(clip_dir)
     features = model_feature_fn(model, context_length=cfg.context_length, progress=False)
     downstream = [t for r in world.train for t in r["text"]]
     sources = {
