@@ -58,3 +58,14 @@ def test_jsonl_round_trip_and_errors(tmp_path):
     with pytest.raises(JsonlError, match=r"r\.jsonl:2: not valid JSON"):
         list(read_jsonl(p))
     assert list(read_jsonl(p, skip_torn_tail=True)) == [{"a": 1}]
+
+
+def test_keep_suffix_for_writers_that_pick_the_format_from_the_name(tmp_path):
+    from PIL import Image
+
+    target = tmp_path / "frame.png"
+    with atomic_path(target, keep_suffix=True) as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path
+        Image.new("RGB", (4, 4)).save(tmp)  # PIL chooses PNG from the suffix
+    assert Image.open(target).format == "PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.png"]

@@ -23,12 +23,15 @@ class JsonlError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on normal exit move it onto ``path``, on an exception delete it.
 
-    Use it for writers that want a file name (``torch.save``, ``np.save``, ``df.to_parquet``, ``fig.savefig``)."""
+    Use it for writers that want a file name (``torch.save``, ``np.save``, ``df.to_parquet``, ``fig.savefig``).
+    ``keep_suffix``: the temporary name ends in ``path``'s suffix, for writers that pick the format from it (PIL,
+    matplotlib, FFmpeg's muxers)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tail = f".tmp{path.suffix}" if keep_suffix else ".tmp"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{tail}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -47,8 +50,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=indent, ensure_ascii=False) + "\n").encode("utf-8"))
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2, default: Any = None) -> Path:
+    """``obj`` as JSON; ``default`` as in ``json.dumps`` (e.g. ``str`` for paths and dates)."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=default) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_npy(path: str | Path, arr: Any, dtype: Any = None) -> Path:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from clipvip.io import atomic_path
 from clipvip.weights.fingerprint import model_fingerprint  # noqa: F401  (re-exported by clipvip.eval)
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,8 @@ def _skipped_indices(batch: dict[str, Any]) -> list[int]:
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 @torch.inference_mode()

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from clipvip.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,8 @@ class AnnIndex:
         import faiss
 
         path = Path(path)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(self.index, str(tmp))
 
     @classmethod
     def load(cls, path: str | Path, kind: AnnKind, knob: int) -> AnnIndex:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clipvip.config import ModelConfig
+from clipvip.io import atomic_path, atomic_write_json
 from clipvip.model.layers import MLP, QuickGELU
 from clipvip.model.text import TextTower
 from clipvip.model.vision import VisionTower
@@ -77,11 +77,10 @@ class CLIPViP(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = d / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "library": "clipvip"})
-        tmp.replace(d / WEIGHTS_NAME)
+        with atomic_path(d / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "library": "clipvip"})
         meta = {"clipvip": self.config.to_dict(), **({"provenance": self.provenance} if self.provenance else {})}
-        (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        atomic_write_json(d / CONFIG_NAME, meta)
         from clipvip.weights.card import write_card
 
         write_card(d, self.num_params())

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from clipvip.io import atomic_path, atomic_write_json, write_jsonl
 from clipvip.synth.scene import (
     COLOURS,
     DIRECTIONS,
@@ -146,20 +146,15 @@ def spec_from_dict(d: dict[str, Any]) -> ClipSpec:
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+    write_jsonl(path, rows)
 
 
 def _write_png(path: Path, frame: np.ndarray) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    Image.fromarray(frame).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        Image.fromarray(frame).save(tmp)
 
 
 def plan_world(config: WorldConfig, root: str | Path = ".") -> World:
@@ -268,7 +263,5 @@ def generate_world(config: WorldConfig, root: str | Path, progress: bool = True)
         "video_options": VIDEO_OPTIONS,
         "specs": {k: _spec_to_dict(v) for k, v in world.specs.items()},
     }
-    tmp = meta_path.with_name(".world.json.tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, meta_path)
+    atomic_write_json(meta_path, meta, indent=None)  # per-call temporary: concurrent demo workers do not clobber
     return world

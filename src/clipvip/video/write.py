@@ -9,6 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from clipvip.io import atomic_path
+
 
 def write_video(
     path: str | Path,
@@ -30,10 +32,9 @@ def write_video(
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"{path}: frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     opts = {"crf": "10", "preset": "veryfast"} if codec == "libx264" else {}
     opts.update(options or {})
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:  # FFmpeg picks the container from the suffix
         with av.open(str(tmp), mode="w") as container:
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -53,8 +54,4 @@ def write_video(
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
     return path

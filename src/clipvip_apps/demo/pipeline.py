@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 import clipvip
 from clipvip.config import ModelConfig, TextConfig, VisionConfig
 from clipvip.data import collate
+from clipvip.io import atomic_write_json
 from clipvip.synth import DIRECTIONS, World, WorldConfig, generate_world, plan_world
 from clipvip.synth.text import motion_prompts
 from clipvip_apps.demo.claims import DEFAULT_CLAIMS, Claim, evaluate_claims
@@ -573,9 +574,7 @@ def run_queries(
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, default=str)
 
 
 def domain_gap(cfg: DemoConfig, world: World, clip_dir: str | Path) -> dict[str, Any]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clipvip.io import atomic_path, atomic_write_text
 from clipvip_apps.demo.claims import claims_markdown, plot_claims, verdict
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -90,15 +90,12 @@ ZERO_SHOT_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _atomic_savefig(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def plot_curves(seeds: list[dict[str, Any]], path: Path, clip_curve: list[dict[str, Any]] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Atomic training checkpoints and RNG state capture, so ``--resume`` continues bit-for-bit on CPU.
 
-A checkpoint is one ``torch.save`` file written to ``NAME.tmp`` and moved into place with ``os.replace`` (atomic
+A checkpoint is one ``torch.save`` file written to a temporary name and moved into place with ``os.replace`` (atomic
 on POSIX), so a crash or ``kill -9`` at any moment leaves either the previous or the new file, never a torn one.
 It holds: model, optimizer, scheduler and GradScaler states, the Python / NumPy / torch (CPU and CUDA) RNG states,
 the data position (epoch, batches done in that epoch, optimizer step) and the full resolved config.
