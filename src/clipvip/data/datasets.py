@@ -9,7 +9,6 @@ in the main process whatever worker produced them (:class:`SkipCounter` keeps th
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from clipvip.data.annotations import Sample, load_annotations, resolve_videos
 from clipvip.data.shards import ShardSample, iter_shard_samples
+from clipvip.io import read_jsonl
 from clipvip.tokenizer import tokenize
 from clipvip.video.read import DEFAULT_TIMEOUT, VideoDecodeError, normalize
 from clipvip.video.read import read_frames as _read_frames
@@ -240,13 +240,7 @@ def iter_manifest_rows(path: str) -> Iterator[dict[str, Any]]:
         for rb in pf.iter_batches(batch_size=1024):
             yield from rb.to_pylist()
         return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
+    yield from read_jsonl(path)  # a bad line: JsonlError (a ValueError) naming file:line
 
 
 def manifest_video_path(row: dict[str, Any], clip_id: str, video_root: str, key: str | None = None) -> str:

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from clipvip.data import SkipCounter
 from clipvip.distributed import DistInfo, init_distributed
 from clipvip.gradcache import GradCache, average_gradients
-from clipvip.io import write_jsonl
+from clipvip.io import read_jsonl, write_jsonl
 from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from clipvip_apps.train.config import TrainConfig
 from clipvip_apps.train.data import ResumableBatchSampler, all_ranks_have_data, build_datasets, default_collate
@@ -135,14 +135,8 @@ class _MetricsLog:
             return
         if keep_up_to_step is not None and self.path.exists():
             # A killed run may have logged steps after its last checkpoint; they are redone after resume.
-            kept = []
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a half-written last line
-                if rec.get("step", 0) <= keep_up_to_step:
-                    kept.append(rec)
+            # A kill mid-append leaves a torn last line: dropped.
+            kept = [r for r in read_jsonl(self.path, skip_torn_tail=True) if r.get("step", 0) <= keep_up_to_step]
             write_jsonl(self.path, kept)
             self.history = kept
         elif self.path.exists():
