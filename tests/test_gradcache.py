@@ -66,7 +66,7 @@ def test_ocl_d_gradient_equals_full_batch(intra_op_threads):
     frames = _middle_frame(video)
 
     def loss_fn(e):
-        return ocl_loss(e["video"], e["frame"], e["subtitle"], e["caption"], model.logit_scale, variant="d")
+        return ocl_loss(e["video"], e["frame"], e["subtitle"], e["caption"], model.logit_scale, objective="d")
 
     full = loss_fn(
         {
