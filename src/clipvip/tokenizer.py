@@ -1,8 +1,7 @@
 """OpenAI CLIP's byte-level BPE tokenizer (SOT 49406, EOT 49407), offline.
 
-The merge table ``bpe_simple_vocab_16e6.txt.gz`` ships with this package (``clipvip/assets``, MIT, OpenAI's file
-byte for byte; see its NOTICE.md), so tokenizing needs no optional extra; an explicit path or ``$CLIPVIP_BPE_PATH``
-overrides it. Tests check ids against open_clip's and Hugging Face's tokenizers.
+The merge table ``bpe_simple_vocab_16e6.txt.gz`` (1.3 MB, OpenAI's, MIT) is read from the installed ``open_clip``
+package without importing it (the ``clip`` extra), or from ``$CLIPVIP_BPE_PATH``; it is not copied into this repo. Tests check ids against open_clip's and Hugging Face's tokenizers.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import html
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +27,15 @@ def default_bpe_path() -> Path:
     env = os.environ.get("CLIPVIP_BPE_PATH")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent / "assets" / _BPE_NAME
+    spec = importlib.util.find_spec("open_clip")
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        p = Path(loc) / _BPE_NAME
+        if p.exists():
+            return p
+    raise FileNotFoundError(
+        f"the CLIP tokenizer's merge table {_BPE_NAME} was not found: pip install 'clipvip[clip]' "
+        "(open_clip_torch carries it), or set CLIPVIP_BPE_PATH to a copy of the file"
+    )
 
 
 @functools.lru_cache
