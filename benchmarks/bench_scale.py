@@ -52,7 +52,8 @@ _BASE = "import re; base = " + _RSS.format("VmRSS")  # after the imports, before
 
 BUILD = f"""
 import json, sys, time
-from clipvip.index.ondisk import OnDiskConfig, build_from_embeddings, parse_size
+from clipvip.index.budget import OnDiskConfig, parse_size
+from clipvip.index.ondisk import build_from_embeddings
 {_BASE}
 cfg = OnDiskConfig(max_index_memory=parse_size(sys.argv[3]), nlist=int(sys.argv[4]) or None)
 t = time.perf_counter()

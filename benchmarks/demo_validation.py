@@ -22,7 +22,8 @@ from _common import machine_info, write_json
 
 from clipvip.synth import generate_world
 from clipvip_apps.demo.claims import metric_values
-from clipvip_apps.demo.pipeline import DemoConfig, StageConfig, build_data, run_seed, train_clip
+from clipvip_apps.demo.config import DemoConfig, StageConfig
+from clipvip_apps.demo.pipeline import build_data, run_seed, train_clip
 
 
 def main() -> None:

@@ -136,7 +136,7 @@ def test_evaluate_twin_accuracy_against_direct_formula(tmp_path: Path) -> None:
 def test_position_word_probe_against_direct_loop(tmp_path: Path, pair: tuple[str, str]) -> None:
     """``position_word_accuracy`` against a loop written here (captions swapped by hand, one image at a time)."""
     from clipvip import CLIPViP
-    from clipvip_apps.demo.pipeline import position_word_accuracy
+    from clipvip_apps.demo.evaluation import position_word_accuracy
 
     cfg, world, data = _small_demo(tmp_path, num_images=40, num_pretrain=2, num_train=2)
     torch.manual_seed(1)
@@ -210,7 +210,7 @@ def test_mirror_pairs_are_adjacent_mirrored_and_batch_aligned(tmp_path: Path) ->
 
 def test_example_queries_are_test_captions_with_a_twin_pair() -> None:
     from clipvip.synth import WorldConfig, plan_world
-    from clipvip_apps.demo.pipeline import EXAMPLE_MOTIONS, example_queries
+    from clipvip_apps.demo.config import EXAMPLE_MOTIONS, example_queries
 
     world = plan_world(WorldConfig(num_images=2, num_pretrain=2, num_train=2, num_test_pairs=18))
     queries = example_queries(world.test)

@@ -16,15 +16,8 @@ from test_index import _video
 import clipvip
 from clipvip.embedjob.layout import write_part
 from clipvip.index import VideoIndex, exact_topk
-from clipvip.index.ondisk import (
-    OnDiskConfig,
-    OnDiskIndex,
-    build_from_embeddings,
-    choose_params,
-    default_nlist,
-    estimated_bytes,
-    parse_size,
-)
+from clipvip.index.budget import OnDiskConfig, choose_params, default_nlist, estimated_bytes, parse_size
+from clipvip.index.ondisk import OnDiskIndex, build_from_embeddings
 from clipvip_apps.cli import main
 
 

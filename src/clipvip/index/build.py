@@ -23,17 +23,12 @@ import pandas as pd
 import torch
 
 from clipvip.index.ann import AnnConfig, build_ann
+from clipvip.index.state import drop_all, load_state, read_meta_or_set_aside
 from clipvip.index.store import (
-    COLUMNS,
     FORMAT_VERSION,
     META_NAME,
-    REBUILD,
-    IndexDamagedError,
     IndexFormatError,
-    empty_rows,
     model_fingerprint,
-    read_index_file,
-    read_meta,
 )
 from clipvip.io import atomic_save_npy, atomic_save_parquet, atomic_write_bytes, atomic_write_json
 from clipvip.weights.fingerprint import same_model
@@ -193,78 +188,6 @@ def _prefetch(jobs: list[_FileJob], fn: Any, workers: int) -> Iterator[tuple[_Fi
                 pending.append((nxt, pool.submit(fn, nxt)))
 
 
-def _damage(e: IndexDamagedError) -> str:
-    """What is damaged, without the "rerun clipvip index" advice meant for search and serve."""
-    return str(e).replace(f"; {REBUILD}", "")
-
-
-def _read_pair(parquet: Path, npy: Path, dim: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Rows + embeddings of a generation or a pending chunk; ``IndexDamagedError`` (naming the file) when either
-    is unreadable or they do not fit together."""
-    df = read_index_file(parquet, pd.read_parquet)
-    emb = read_index_file(npy, np.load)
-    if emb.ndim != 2 or emb.shape[1] != dim or len(df) != len(emb) or not set(COLUMNS) <= set(df.columns):
-        raise IndexDamagedError(
-            f"{npy}: {emb.shape} embeddings for {len(df)} rows of {parquet.name}, expected [N, {dim}]"
-        )
-    return df, emb
-
-
-def _load_state(
-    out: Path, meta: dict[str, Any], repaired: list[str] | None = None
-) -> tuple[pd.DataFrame, np.ndarray, list[Path]]:
-    """Current rows + embeddings: the last generation overlaid with every complete pending chunk (for each path,
-    the most recent source wins, so a chunk merged just before a crash cannot duplicate rows). A damaged generation
-    or chunk is left out (and named in ``repaired``): its videos are simply not known, so they are encoded again."""
-    frames: list[tuple[pd.DataFrame, np.ndarray]] = []
-    dim = int(meta["model"]["config"]["embed_dim"])
-    if meta.get("generation") is not None:
-        g = meta["generation"]
-        try:
-            frames.append(_read_pair(out / f"data-{g}.parquet", out / f"data-{g}.npy", dim))
-        except IndexDamagedError as e:
-            log.warning("%s; re-encoding the videos it held", _damage(e))
-            if repaired is not None:
-                repaired.append(_damage(e))
-    chunks = []
-    for pq in sorted((out / "pending").glob("chunk-*.parquet")):
-        try:
-            df, emb = _read_pair(pq, pq.with_suffix(".npy"), dim)
-        except IndexDamagedError as e:
-            log.warning("ignoring pending chunk: %s", _damage(e))
-            continue
-        frames.append((df, emb))
-        chunks.append(pq)
-    if not frames:
-        return empty_rows(), np.zeros((0, 0), np.float32), chunks
-    owner: dict[str, int] = {}
-    for i, (df, _) in enumerate(frames):
-        for p in df["path"].unique():
-            owner[p] = i
-    dfs, embs = [], []
-    for i, (df, emb) in enumerate(frames):
-        keep = np.asarray([owner[p] == i for p in df["path"]], dtype=bool)
-        dfs.append(df[keep])
-        embs.append(emb[keep])
-    return pd.concat(dfs, ignore_index=True), np.concatenate(embs), chunks
-
-
-def _read_meta_or_set_aside(out: Path, repaired: list[str]) -> dict[str, Any] | None:
-    """index.json, or None (a fresh start) when it is damaged: it is moved to ``index.json.damaged`` and the files
-    it described are removed, since nothing else records which model made their embeddings (mixing models would
-    make scores meaningless). Thumbnails do not depend on the model and are kept."""
-    try:
-        return read_meta(out)
-    except IndexDamagedError as e:
-        log.warning("%s; starting the index over (thumbnails kept)", _damage(e))
-        repaired.append(_damage(e))
-        os.replace(out / META_NAME, out / (META_NAME + ".damaged"))
-        stale = [*out.glob("data-*.npy"), *out.glob("data-*.parquet"), *out.glob("ann-*.faiss")]
-        for f in stale + [*(out / "pending").glob("chunk-*")]:
-            f.unlink(missing_ok=True)
-        return None
-
-
 def build_index(
     video_dir: str | Path,
     out: str | Path,
@@ -299,7 +222,7 @@ def build_index(
         "stride": (cfg.stride or cfg.window) if cfg.window else None,
     }
     repaired: list[str] = []
-    meta = _read_meta_or_set_aside(out, repaired) if (out / META_NAME).exists() else None
+    meta = read_meta_or_set_aside(out, repaired) if (out / META_NAME).exists() else None
     if meta is not None and not same_model(meta["model"]["fingerprint"], fingerprint) and not cfg.reindex:
         raise IndexFormatError(
             f"{out}: built with another model ({meta['model']['path']}, fingerprint "
@@ -312,7 +235,7 @@ def build_index(
             out,
             ", ".join(f"{k} {v}" for k, v in changed.items()) if changed else "--reindex",
         )
-        _drop_all(out, meta)
+        drop_all(out, meta)
         meta = None
     if meta is None:  # record the model and settings up front so pending chunks can never be mixed with others
         meta = {"format": FORMAT_VERSION, "generation": None, "ann": None, "failed": [], "count": 0}
@@ -331,7 +254,7 @@ def build_index(
     )
     atomic_write_json(out / META_NAME, meta)
 
-    rows, emb, chunks = _load_state(out, meta, repaired)
+    rows, emb, chunks = load_state(out, meta, repaired)
     pending_paths = set()
     for pq in chunks:
         pending_paths |= set(pd.read_parquet(pq, columns=["path"])["path"])
@@ -395,7 +318,7 @@ def build_index(
         flush()
         bar.close()
 
-    rows, emb, chunks = _load_state(out, meta)
+    rows, emb, chunks = load_state(out, meta)
     keep = rows["path"].isin(present).to_numpy()
     rows, emb = rows[keep].reset_index(drop=True), emb[keep]
     order = np.lexsort((rows["start"].to_numpy(), rows["path"].to_numpy()))
@@ -405,15 +328,6 @@ def build_index(
     report.total_videos = rows["path"].nunique()
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def _drop_all(out: Path, meta: dict[str, Any]) -> None:
-    """Forget an index's rows before re-encoding it: index.json first (atomically: from then on the old files are
-    unreferenced), then the old generation, its ANN and any pending chunks."""
-    atomic_write_json(out / META_NAME, {**meta, "generation": None, "ann": None, "count": 0, "failed": []})
-    for pattern in ("data-*.npy", "data-*.parquet", "ann-*.faiss", "pending/chunk-*"):
-        for f in out.glob(pattern):
-            f.unlink(missing_ok=True)
 
 
 def _commit(

@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -39,94 +37,18 @@ import numpy as np
 
 from clipvip.embedjob.layout import EmbeddingFolder
 from clipvip.index.ann import AnnIndex, recall_at_k
+from clipvip.index.budget import (
+    ID_BYTES,
+    IndexParams,
+    OnDiskConfig,
+    choose_params,
+)
 from clipvip.index.store import FORMAT_VERSION, META_NAME, Hit, VideoIndex
 from clipvip.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 KIND = "ondisk"
-PQ_CHOICES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # bytes per vector, best first (autofaiss's list)
-ID_BYTES = 8  # each inverted-list entry stores an int64 id beside its code
-PQ_MIN_VECTORS = 10_000  # below this a PQ cannot be trained well (autofaiss's quantization threshold)
-
-
-def parse_size(text: str | int) -> int:
-    """'4G', '512M', '2.5GB', 1000 -> bytes (powers of 1024)."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)[bB]?\s*", str(text))
-    if not m:
-        raise ValueError(f"cannot read memory size {text!r}; use e.g. 4G or 512M")
-    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
-
-
-@dataclass
-class OnDiskConfig:
-    """Budget and search-quality knobs of an on-disk index."""
-
-    max_index_memory: int = 4 << 30  # bytes the index may take in RAM (codes + ids + centroids)
-    nlist: int | None = None  # default: from N, as autofaiss
-    pq_m: int | None = None  # default: the largest code that fits the budget
-    opq: bool = False  # rotate before PQ (better codes; training costs d^2 per sample and iteration)
-    train_per_list: int = 40  # k-means sample = nlist * this (FAISS warns below 39)
-    max_train: int = 500_000  # at most this many training vectors
-    rerank: tuple[int, ...] = (100, 250, 500, 1000)  # re-rank depths tried, cheapest first (each at least 10 * k)
-    max_nprobe: int = 256  # a depth that needs more lists than this is skipped for the next one
-    target_recall: float = 0.97  # recall@10 after re-rank that nprobe is tuned to (margin: tuning queries are a proxy)
-    tune_queries: int = 200
-    seed: int = 0
-
-
-@dataclass
-class IndexParams:
-    nlist: int
-    pq_m: int
-    opq: bool
-    estimated_bytes: int
-
-    @property
-    def factory(self) -> str:
-        if self.pq_m == 0:  # too few vectors to train a PQ: uncompressed (still on-disk) lists
-            return f"IVF{self.nlist},Flat"
-        return f"{f'OPQ{self.pq_m},' if self.opq else ''}IVF{self.nlist},PQ{self.pq_m}"
-
-
-def default_nlist(n: int) -> int:
-    """autofaiss's first choice of IVF lists for N vectors, kept trainable (>= 39 points per list)."""
-    if n < 1_000_000:
-        nlist = 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
-    elif n < 10_000_000:
-        nlist = 16_384
-    elif n < 300_000_000:
-        nlist = 65_536
-    else:
-        nlist = 131_072
-    return int(max(1, min(nlist, n // 39)))
-
-
-def estimated_bytes(n: int, d: int, nlist: int, m: int, opq: bool) -> int:
-    """RAM of the index if it were loaded whole: codes + ids, centroids, PQ codebooks, OPQ matrix (m = 0: fp32
-    vectors in the lists)."""
-    code = m if m else 4 * d
-    return n * (code + ID_BYTES) + nlist * d * 4 + (256 * d * 4 if m else 0) + (d * d * 4 if opq else 0)
-
-
-def choose_params(n: int, d: int, cfg: OnDiskConfig) -> IndexParams:
-    """nlist from N; the largest PQ code (bytes per vector) that keeps the index within the budget."""
-    nlist = cfg.nlist or default_nlist(n)
-    if n < PQ_MIN_VECTORS and not cfg.pq_m:
-        choices = [0]
-    else:
-        choices = [cfg.pq_m] if cfg.pq_m else [m for m in PQ_CHOICES if m < d and d % m == 0]
-    for m in choices:
-        size = estimated_bytes(n, d, nlist, m, cfg.opq)
-        if size <= cfg.max_index_memory:
-            return IndexParams(nlist, m, cfg.opq, size)
-    need = estimated_bytes(n, d, nlist, choices[-1], cfg.opq)
-    raise ValueError(
-        f"--max-index-memory {cfg.max_index_memory / 2**30:.2f} GiB is too small for {n} x {d} vectors: "
-        f"the smallest index (PQ{choices[-1]}) needs {need / 2**30:.2f} GiB"
-    )
 
 
 @dataclass

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_from_embeddings(args: argparse.Namespace) -> int:
-    from clipvip.index.ondisk import OnDiskConfig, build_from_embeddings, parse_size
+    from clipvip.index.budget import OnDiskConfig, parse_size
+    from clipvip.index.ondisk import build_from_embeddings
 
     if args.video_dir or args.model:
         raise ValueError("--from-embeddings takes the model from the embedding folder; drop VIDEO_DIR/--model")

@@ -362,7 +362,7 @@ def _stage_text(name: str, st: dict[str, Any]) -> str:
 
 
 def probe_findings(clip_stage: dict[str, Any]) -> list[str]:
-    """The image-text stage's position-word probes (``pipeline.position_word_accuracy``) in words."""
+    """The image-text stage's position-word probes (``evaluation.position_word_accuracy``) in words."""
     out = []
     for key, p in clip_stage.get("position_words", {}).items():
         a, b = key.split("_")

@@ -69,3 +69,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
         raise ValueError(f"{p}: not a readable training checkpoint ({type(e).__name__}: {e})") from e
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the start of a run, and of each rank's stream after it)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -24,17 +24,14 @@ caching does that).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -43,10 +40,10 @@ from tqdm.auto import tqdm
 from clipvip.data import SkipCounter
 from clipvip.distributed import DistInfo, init_distributed
 from clipvip.gradcache import GradCache, average_gradients
-from clipvip.io import read_jsonl, write_jsonl
-from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from clipvip_apps.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from clipvip_apps.train.config import TrainConfig
 from clipvip_apps.train.data import ResumableBatchSampler, all_ranks_have_data, build_datasets, default_collate
+from clipvip_apps.train.metrics import MetricsLog, flatten_metrics
 from clipvip_apps.train.optim import adamw, build_scheduler, param_groups
 from clipvip_apps.train.step import Embedder, autocast, batch_streams, contrastive_loss, embed_batch, grad_cache_step
 
@@ -104,64 +101,6 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
-        elif isinstance(v, int | float) and not isinstance(v, bool):
-            out[key] = float(v)
-    return out
-
-
-class _MetricsLog:
-    """metrics.jsonl (+ TensorBoard when installed), written by rank 0."""
-
-    def __init__(self, run_dir: Path, enabled: bool, keep_up_to_step: int | None) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.enabled = enabled
-        self.history: list[dict[str, Any]] = []
-        self.tb = None
-        if not enabled:
-            return
-        if keep_up_to_step is not None and self.path.exists():
-            # A killed run may have logged steps after its last checkpoint; they are redone after resume.
-            # A kill mid-append leaves a torn last line: dropped.
-            kept = [r for r in read_jsonl(self.path, skip_torn_tail=True) if r.get("step", 0) <= keep_up_to_step]
-            write_jsonl(self.path, kept)
-            self.history = kept
-        elif self.path.exists():
-            self.path.unlink()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            self.tb = None
-
-    def write(self, rec: dict[str, Any]) -> None:
-        self.history.append(rec)
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        if self.tb is not None:
-            for k, v in _flatten(rec).items():
-                if k != "step":
-                    self.tb.add_scalar(k, v, rec["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -273,7 +212,7 @@ def train(
     else:
         seed_everything(cfg.seed + dinfo.rank)
 
-    metrics = _MetricsLog(run_dir, dinfo.is_main, keep_up_to_step=step if resume else None)
+    metrics = MetricsLog(run_dir, dinfo.is_main, keep_up_to_step=step if resume else None)
     last_ckpt: Path | None = ckpt_dir / LAST if resume else None
     best_ckpt: Path | None = ckpt_dir / BEST if (ckpt_dir / BEST).exists() and resume else None
     best_model_dir: Path | None = run_dir / "best_model" if best_ckpt else None
@@ -315,7 +254,7 @@ def train(
         if dinfo.is_main:
             model.eval()
             with torch.random.fork_rng(devices=[]), torch.no_grad():
-                res = _flatten(evaluate_fn(model, eval_dataset, batch_size=cfg.eval_batch_size))
+                res = flatten_metrics(evaluate_fn(model, eval_dataset, batch_size=cfg.eval_batch_size))
             model.train()
         if dinfo.distributed:
             box = [res]
