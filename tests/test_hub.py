@@ -130,21 +130,33 @@ def test_unknown_names_say_what_a_model_is(hf_cache):
     [("ViT-B-32:openai", True), ("ViT-B-16:laion2b_s34b_b88k", False)],
 )
 def test_open_clip_name_through_its_own_download(hf_cache, tmp_path, spec, quick_gelu):
-    """open_clip's registry sends both tags to the hub (``hf_hub`` entries); the activation comes from the
-    registry too (OpenAI tags are QuickGELU, LAION ones GELU), so no ``act=`` is needed."""
+    """open_clip's registry sends both tags to the hub (``hf_hub`` entries); the activation and the head counts come
+    from the registry too (OpenAI tags are QuickGELU, LAION ones GELU; ViT-B has 12 vision and 8 text heads), so
+    neither ``act=`` nor ``heads=`` is needed. The stand-in is tiny but has ViT-B's head counts with 16-dim and
+    8-dim heads, so the 64-dim guess (3 and 1 heads) would compute another function."""
+    import open_clip
     from open_clip.pretrained import get_pretrained_cfg
     from safetensors.torch import save_file
 
-    oc = _open_clip_model(quick_gelu=quick_gelu)
+    torch.manual_seed(0)
+    oc = open_clip.model.CLIP(
+        embed_dim=64,
+        vision_cfg=open_clip.CLIPVisionCfg(layers=2, width=192, head_width=16, patch_size=8, image_size=32),
+        text_cfg=open_clip.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=8, layers=2),
+        quick_gelu=quick_gelu,
+    ).eval()
     save_file({k: v.contiguous() for k, v in oc.state_dict().items()}, str(tmp_path / "w.safetensors"))
     repo_id = get_pretrained_cfg(*spec.split(":"))["hf_hub"].rstrip("/")
     put_in_hf_cache(hf_cache, repo_id, {"open_clip_model.safetensors": tmp_path / "w.safetensors"})
     model = clipvip.load(spec, variant="meanpool")
     assert model.config.act == ("quick_gelu" if quick_gelu else "gelu")
-    img = _images()
+    assert (model.config.vision.heads, model.config.text.heads) == (12, 8)
+    img, ids = _images(), tokenize(["a dog runs on the beach"])
     with torch.no_grad():
         ref = F.normalize(oc.encode_image(img), dim=-1)
         torch.testing.assert_close(model.encode_image(img), ref, rtol=1e-5, atol=1e-5)
+        ref_t = F.normalize(oc.encode_text(ids), dim=-1)
+        torch.testing.assert_close(model.encode_text(ids), ref_t, rtol=1e-5, atol=1e-5)
 
 
 def test_open_clip_name_missing_offline(hf_cache):

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from clipvip.weights.convert import Heads, heads_from_open_clip_name
+
 HF_PREFIX = "hf-hub:"
 # Files that make a Hugging Face repo loadable, in order of preference; the first weights file found is used.
 HF_CONFIG = "config.json"
@@ -40,13 +42,15 @@ class ModelNotFoundError(FileNotFoundError):
 @dataclass(frozen=True)
 class ModelSource:
     """A resolved model: ``path`` is local; ``kind`` is ``local``, ``hf-hub``, ``open_clip`` or ``url``; ``act``
-    is the activation when the source states it (open_clip's registry does; bare state dicts cannot)."""
+    is the activation and ``heads`` the attention head counts when the source states them (open_clip's registry
+    does; bare state dicts cannot)."""
 
     spec: str
     path: Path
     kind: str
     act: str | None = None
     revision: str | None = None
+    heads: Heads | None = None
 
     def describe(self) -> str:
         """What a model card or ``/api/info`` calls this source."""
@@ -186,7 +190,7 @@ def _from_open_clip(name: str, tag: str) -> ModelSource:
         raise ModelNotFoundError(f"{name}:{tag}: open_clip could not get {where}: {why}") from e
     if not path:
         raise ModelNotFoundError(f"{name}:{tag}: open_clip has no download for this tag")
-    return ModelSource(f"{name}:{tag}", Path(path), "open_clip", act=act)
+    return ModelSource(f"{name}:{tag}", Path(path), "open_clip", act=act, heads=heads_from_open_clip_name(name))
 
 
 # ----------------------------------------------------------------------------------------------- URL

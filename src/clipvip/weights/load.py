@@ -107,7 +107,7 @@ def load(
     ``heads``: attention head counts for bare open_clip state dicts, which cannot record them either.
     """
     origin = resolve_model(path)  # a hub id / open_clip NAME:TAG / URL -> a local path in that library's cache
-    act = act or origin.act
+    act, heads = act or origin.act, heads or origin.heads
     cfg, sd, source = read_checkpoint(origin.path, act, heads)
     plain_clip = "visual.added_proxies" not in sd and "visual.seq_head.frame_position_embeddings" not in sd
     target = variant or ("vip" if plain_clip and cfg.variant == "meanpool" else cfg.variant)
