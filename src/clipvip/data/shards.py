@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +57,12 @@ def iter_tar_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, b
         yield key, group
 
 
-def parse_shard_sample(key: str, members: dict[str, bytes], id_key: str = "clip_id") -> ShardSample:
+def parse_shard_sample(
+    key: str, members: dict[str, bytes], id_key: str = "clip_id", media: Collection[str] = VIDEO_EXTENSIONS
+) -> ShardSample:
     """The members of one key -> a ShardSample. An unreadable json counts as absent (the sample keeps its key as
-    clip id) rather than failing the shard: a long job survives a bad sample."""
+    clip id) rather than failing the shard: a long job survives a bad sample. ``media``: the extensions (".mp4")
+    that count as the sample's video member (the embed job also takes images)."""
     meta: Any = {}
     if "json" in members:
         try:
@@ -70,16 +73,18 @@ def parse_shard_sample(key: str, members: dict[str, bytes], id_key: str = "clip_
         meta = {}
     cid = meta.get(id_key)
     clip_id = str(cid) if cid not in (None, "") else os.path.basename(key)
-    ext = next((e for e in members if "." + e in VIDEO_EXTENSIONS), None)
+    ext = next((e for e in members if "." + e in media), None)
     text = members["txt"].decode("utf-8", "replace") if "txt" in members else None
     return ShardSample(key, clip_id, ext, members[ext] if ext else None, meta, text)
 
 
-def iter_shard_samples(path: str | os.PathLike, id_key: str = "clip_id") -> Iterator[ShardSample]:
+def iter_shard_samples(
+    path: str | os.PathLike, id_key: str = "clip_id", media: Collection[str] = VIDEO_EXTENSIONS
+) -> Iterator[ShardSample]:
     """Every sample of a tar shard, parsed, streamed (samples without a video member included: the caller decides
     whether that is a skip or a counted failure). An unreadable tar raises ValueError naming it."""
     try:
         for key, members in iter_tar_samples(path):
-            yield parse_shard_sample(key, members, id_key)
+            yield parse_shard_sample(key, members, id_key, media)
     except (tarfile.TarError, OSError) as e:
         raise ValueError(f"{os.fspath(path)}: not a readable tar shard ({e})") from None

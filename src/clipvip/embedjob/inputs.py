@@ -13,13 +13,13 @@ same videos whoever runs it (that is what makes outputs identical across engines
 from __future__ import annotations
 
 import csv
-import json
 import os
-import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from clipvip.data.shards import ShardSample, iter_shard_samples
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -148,18 +148,11 @@ def _has_shards(spec: str) -> bool:
     return os.path.isdir(spec) and any(p.name.endswith(SHARD_SUFFIXES) for p in Path(spec).iterdir())
 
 
-def _caption(members: dict[str, bytes]) -> str | None:
-    if "txt" in members:
-        return members["txt"].decode("utf-8", "replace").strip()
-    if "json" in members:
-        try:
-            meta = json.loads(members["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        for c in CAPTION_COLUMNS:
-            if isinstance(meta, dict) and isinstance(meta.get(c), str):
-                return meta[c]
-    return None
+def _caption(sample: ShardSample) -> str | None:
+    """The sample's text member, else the first caption-like field of its json."""
+    if sample.text is not None:
+        return sample.text.strip()
+    return next((sample.meta[c] for c in CAPTION_COLUMNS if isinstance(sample.meta.get(c), str)), None)
 
 
 def iter_samples(source: PartSource) -> Iterator[Sample]:
@@ -168,10 +161,9 @@ def iter_samples(source: PartSource) -> Iterator[Sample]:
     if source.shard is None:
         yield from source.samples
         return
-    from clipvip.data.shards import iter_tar_samples
     from clipvip.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
-    exts = {e.lstrip(".") for e in (*VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS)}
+    media = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
     shard = source.shard
     if _is_url(shard):  # fsspec URL: stream it through a local temporary copy (tarfile needs a path here)
         import tempfile
@@ -182,16 +174,15 @@ def iter_samples(source: PartSource) -> Iterator[Sample]:
             while block := f.read(1 << 24):
                 tmp.write(block)
             tmp.flush()
-            yield from _shard_samples(tmp.name, shard, exts, iter_tar_samples)
+            yield from _shard_samples(tmp.name, shard, media)
         return
-    yield from _shard_samples(shard, shard, exts, iter_tar_samples)
+    yield from _shard_samples(shard, shard, media)
 
 
-def _shard_samples(local: str, name: str, exts: set[str], reader: Any) -> Iterator[Sample]:
+def _shard_samples(local: str, name: str, media: Collection[str]) -> Iterator[Sample]:
+    """The shard's samples through the one tar-sample parser (``clipvip.data.shards``), named by ``name``."""
     try:
-        for key, members in reader(local):
-            video = next((e for e in members if e in exts), None)
-            data = members[video] if video else b""
-            yield Sample(key, f"{name}#{key}.{video or 'mp4'}", _caption(members), data)
-    except (tarfile.TarError, OSError) as e:
-        raise ValueError(f"{name}: not a readable tar shard ({e})") from None
+        for s in iter_shard_samples(local, media=media):
+            yield Sample(s.key, f"{name}#{s.key}.{s.video_ext or 'mp4'}", _caption(s), s.video or b"")
+    except ValueError as e:  # an unreadable tar: named as the user gave it, not by its local copy
+        raise ValueError(str(e).replace(local, name)) from None

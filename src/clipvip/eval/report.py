@@ -116,7 +116,7 @@ def plot_recall_curves(
         ax.set_title(title)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
+    with atomic_path(out, keep_suffix=True) as tmp:  # matplotlib picks the format from the suffix
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
