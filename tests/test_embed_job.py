@@ -143,6 +143,17 @@ def _run_local(out: Path, model_dir: Path, videos: Path) -> Path:
     return out
 
 
+def test_pinned_decoders_equal_unpinned(tmp_path, model_dir, videos):
+    """``decode_cpus`` only moves the decode threads (the scale benchmark gives each stage its own core): same output."""
+    cpu = (min(os.sched_getaffinity(0)),)
+    pinned = tmp_path / "pinned"
+    run_job(prepare_job(_cfg(model_dir, pinned, decode_cpus=cpu), plan_parts([str(videos)], 3)), progress=False)
+    plain = _embeddings(_run_local(tmp_path / "plain", model_dir, videos))
+    got = _embeddings(pinned)
+    assert sorted(got) == sorted(plain) and all(np.array_equal(plain[p], got[p]) for p in plain)
+    assert os.sched_getaffinity(0) != set(cpu) or len(os.sched_getaffinity(0)) == 1  # this thread was not pinned
+
+
 def _rank_worker(rank: int, world: int, port: int, job) -> None:
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1"})
     os.environ["MASTER_PORT"] = str(port)

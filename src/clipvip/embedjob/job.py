@@ -9,6 +9,7 @@ bit-identical (CPU matmuls can round differently for a different batch compositi
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -36,6 +37,9 @@ class EmbedConfig:
     batch_size: int = 8  # samples per chunk = per encoder batch
     dtype: Literal["fp16", "fp32"] = "fp16"
     decode_workers: int = 2  # decode threads of the one-process engine
+    # Pin the decode threads to these CPUs (None: anywhere). WHY: where some cores feed the encoder (a GPU's feeder,
+    # or a CPU encoder), decoders pinned elsewhere cannot preempt it; the scale benchmark gives each stage a core.
+    decode_cpus: tuple[int, ...] | None = None
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     threads: int | None = None  # torch threads of the encoder (None: torch's default)
     timeout: float = 60.0  # seconds allowed per file
@@ -172,6 +176,12 @@ def _timed_decode(sample: Sample, settings: dict[str, Any], timeout: float) -> t
         return e, time.perf_counter() - t0
 
 
+def _pin(cpus: tuple[int, ...] | None) -> None:
+    """Pin the calling thread (Linux ``sched_setaffinity(0)`` is per thread)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def iter_decoded_chunks(
     source: PartSource, part: int, settings: dict[str, Any], cfg: EmbedConfig, workers: int
 ) -> Iterator[DecodedChunk]:
@@ -180,7 +190,7 @@ def iter_decoded_chunks(
     workers = max(1, workers)
     chunk = DecodedChunk(part, 0, None)
     clips: list[np.ndarray] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers, initializer=_pin, initargs=(cfg.decode_cpus,)) as pool:
         ahead: deque[tuple[int, Sample, Future]] = deque()
         it = enumerate(iter_samples(source))
 
