@@ -6,7 +6,15 @@ import threading
 import numpy as np
 import pytest
 
-from clipvip.io import JsonlError, atomic_path, atomic_save_npy, atomic_write_json, read_jsonl, write_jsonl
+from clipvip.io import (
+    JsonlError,
+    atomic_path,
+    atomic_save_npy,
+    atomic_write_json,
+    read_jsonl,
+    read_jsonl_numbered,
+    write_jsonl,
+)
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
@@ -58,6 +66,17 @@ def test_jsonl_round_trip_and_errors(tmp_path):
     with pytest.raises(JsonlError, match=r"r\.jsonl:2: not valid JSON"):
         list(read_jsonl(p))
     assert list(read_jsonl(p, skip_torn_tail=True)) == [{"a": 1}]
+
+
+def test_jsonl_line_numbers_count_blank_lines(tmp_path):
+    """The numbers are the file's lines (what an editor shows), blank lines included, as in the error messages."""
+    p = tmp_path / "n.jsonl"
+    p.write_text('{"a": 1}\n\n  \n{"a": 2}\n{"a": 3}')
+    assert list(read_jsonl_numbered(p)) == [(1, {"a": 1}), (4, {"a": 2}), (5, {"a": 3})]
+    p.write_text('{"a": 1}\n\n{"a": 2}\n{"a"')
+    assert list(read_jsonl_numbered(p, skip_torn_tail=True)) == [(1, {"a": 1}), (3, {"a": 2})]
+    with pytest.raises(JsonlError, match=r"n\.jsonl:4: not valid JSON"):
+        list(read_jsonl_numbered(p))
 
 
 def test_keep_suffix_for_writers_that_pick_the_format_from_the_name(tmp_path):

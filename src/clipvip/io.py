@@ -98,6 +98,13 @@ def read_jsonl(path: str | Path, skip_torn_tail: bool = False) -> Iterator[dict[
     A bad line raises ``JsonlError`` naming the file and line number. ``skip_torn_tail``: a LAST line that does not
     parse and has no trailing newline is the mark of a writer killed mid-append; it is dropped instead of raising
     (for append-only progress logs). Streams: a 100M-line caption file is never held in memory."""
+    for _, obj in read_jsonl_numbered(path, skip_torn_tail):
+        yield obj
+
+
+def read_jsonl_numbered(path: str | Path, skip_torn_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``read_jsonl`` with each object's 1-based line number, for callers whose own checks of a row name
+    ``file:line`` as the parse errors do (blank lines count: the number is the editor's)."""
     path = Path(path)
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
@@ -111,4 +118,4 @@ def read_jsonl(path: str | Path, skip_torn_tail: bool = False) -> Iterator[dict[
                 raise JsonlError(f"{path}:{i}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise JsonlError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+            yield i, obj

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from clipvip.io import JsonlError, read_jsonl_numbered
 from clipvip.video.read import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,10 @@ def _load_jsonl(path: Path) -> list[Sample]:
             raise AnnotationError(f"{path}: expected a JSON list of {{clip_id, text}} objects")
         rows = list(enumerate(data, 1))
     else:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append((n, json.loads(line)))
-                    except json.JSONDecodeError as e:
-                        raise AnnotationError(f"{path}:{n}: not valid JSON ({e})") from e
+        try:
+            rows = list(read_jsonl_numbered(path))
+        except JsonlError as e:
+            raise AnnotationError(str(e)) from None
     by_id: dict[str, Sample] = {}
     for n, row in rows:
         text_key = next((k for k in ("text", "caption", "captions") if isinstance(row, dict) and k in row), None)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipvip.data.annotations import AnnotationError, _read_json
-from clipvip.io import JsonlError, read_jsonl
+from clipvip.io import JsonlError, read_jsonl_numbered
 
 
 @dataclass(frozen=True)
@@ -121,11 +121,8 @@ def read_mc_jsonl(path: str | os.PathLike) -> list[MCQuestion]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: multiple-choice file not found")
     out = []
-    n = 0
     try:
-        with open(path, encoding="utf-8") as f:
-            numbered = [(i, ln) for i, ln in enumerate(f, 1) if ln.strip()]
-        for (n, _), q in zip(numbered, read_jsonl(path)):
+        for n, q in read_jsonl_numbered(path):
             cands = q.get("candidates")
             if "video" not in q or not isinstance(cands, list) or len(cands) < 2:
                 raise AnnotationError(f"{path}:{n}: expected {{video, candidates: [2+ sentences], answer}}")

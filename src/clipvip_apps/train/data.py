@@ -1,5 +1,6 @@
-"""The trainer's data side: the resumable global-batch sampler, data sets built from a config, and the check that
-every rank has a usable batch.
+"""The trainer's data side: the resumable global-batch sampler, data sets built from a config, one epoch's batches
+from a saved position (``TrainData``), the check that every rank has a usable batch, and the bad samples of all
+ranks in one ``SkipCounter``.
 
 WHY a sampler of our own: exact resume and rank-independence. Epoch ``e``'s order is a pure function of the seed
 and ``e``, so a resumed run, and 2 ranks x batch 4 against 1 process x batch 8, see exactly the same samples.
@@ -8,12 +9,15 @@ and ``e``, so a resumed run, and 2 ranks x batch 4 against 1 process x batch 8, 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from clipvip.data import SkipCounter
 from clipvip.distributed import DistInfo
+from clipvip_apps.train.checkpoint import capture_rng, restore_rng
 from clipvip_apps.train.config import TrainConfig
 
 
@@ -50,6 +54,81 @@ class ResumableBatchSampler(Sampler[list[int]]):
         for b in range(self.start, self.stop):
             lo = b * G + self.rank * B
             yield perm[lo : lo + B].tolist()
+
+
+@dataclass
+class TrainData:
+    """The training set and how a run walks it: a map-style set through ``ResumableBatchSampler`` (epochs of
+    ``steps_per_epoch`` optimizer steps), a stream (``IterableDataset``, no length) batch by batch until
+    ``max_steps``."""
+
+    dataset: Dataset
+    collate: Callable
+    batch_size: int
+    grad_accum: int
+    seed: int
+    num_workers: int
+    sampler: ResumableBatchSampler | None  # None for a stream
+    steps_per_epoch: int | None  # None for a stream
+
+    @classmethod
+    def build(cls, dataset: Dataset, collate: Callable, cfg: TrainConfig, dinfo: DistInfo) -> TrainData:
+        """Checks the set against the config: a stream needs ``max_steps``, a map-style set one full step."""
+        args = (dataset, collate, cfg.batch_size, cfg.grad_accum, cfg.seed, cfg.num_workers)
+        if isinstance(dataset, IterableDataset):
+            if cfg.max_steps is None:
+                raise ValueError("a streaming (iterable) training set has no length: set max_steps")
+            return cls(*args, sampler=None, steps_per_epoch=None)
+        sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, cfg.seed, dinfo.rank, dinfo.world_size)
+        steps_per_epoch = sampler.num_batches // cfg.grad_accum
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"training set of {len(dataset)} samples is smaller than one optimizer step "
+                f"(batch_size {cfg.batch_size} x world {dinfo.world_size} x grad_accum {cfg.grad_accum})"
+            )
+        return cls(*args, sampler=sampler, steps_per_epoch=steps_per_epoch)
+
+    def batches(self, epoch: int, start_batch: int, pin_memory: bool) -> Iterator[Any]:
+        """Epoch ``epoch``'s collated batches from batch ``start_batch`` on (the data position of a checkpoint).
+
+        The loader's generator is a function of (seed, epoch), like the sampler's order. A stream cannot seek: it
+        replays ``start_batch`` batches, with the global RNG states shielded from the replay (the checkpoint's
+        RNG states already account for them)."""
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        loader_gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch, start_batch, self.steps_per_epoch * self.grad_accum)
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=self.sampler,
+                collate_fn=self.collate,
+                num_workers=self.num_workers,
+                generator=loader_gen,
+                pin_memory=pin_memory,
+                persistent_workers=False,
+            )
+        else:
+            loader = DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                collate_fn=self.collate,
+                drop_last=True,
+                num_workers=self.num_workers,
+                generator=loader_gen,
+                pin_memory=pin_memory,
+            )
+        it = iter(loader)
+        if self.sampler is None and start_batch:
+            rng = capture_rng()
+            for _ in range(start_batch):
+                next(it)
+            restore_rng(rng)
+        return it
+
+    def epoch_done(self, batch_in_epoch: int) -> bool:
+        """True once a map-style epoch's last full optimizer step is done (a stream's epoch ends when it does)."""
+        return self.steps_per_epoch is not None and batch_in_epoch >= self.steps_per_epoch * self.grad_accum
 
 
 def default_collate() -> Callable:
@@ -99,3 +178,13 @@ def all_ranks_have_data(batch: dict[str, Any], dinfo: DistInfo) -> bool:
     flag = torch.tensor([0 if ok else 1], device=dinfo.device)
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
     return int(flag.item()) == 0
+
+
+def gather_skips(skips: SkipCounter, dinfo: DistInfo) -> SkipCounter:
+    """Every rank's bad samples of an epoch in one counter (collective: all ranks call it), so rank 0's summary and
+    count cover the whole job; without torch.distributed, ``skips`` itself."""
+    if not dinfo.distributed:
+        return skips
+    parts: list[Any] = [None] * dinfo.world_size
+    torch.distributed.all_gather_object(parts, (skips.items, skips.seen))
+    return SkipCounter([x for items, _ in parts for x in items], sum(seen for _, seen in parts))

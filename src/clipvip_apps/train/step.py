@@ -1,6 +1,7 @@
-"""One training step's pieces: which streams a batch has, their embeddings, THE loss, and the GradCache step.
+"""One training step: which streams a batch has, their embeddings, THE loss, the GradCache step, and
+``StepRunner`` (a micro-batch's forward/backward and the optimizer update that closes an accumulation group).
 
-Kept apart from the loop (``clipvip_apps.train.trainer``) because three callers share them: the plain step (under
+Kept apart from the loop (``clipvip_apps.train.loop``) because three callers share them: the plain step (under
 DDP, through ``Embedder``), the gradient-cache step (``clipvip.gradcache`` re-runs the same encoders chunk by
 chunk) and the distributed tests, which compare ranks against one process on exactly this code.
 """
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from clipvip.distributed import gather_with_grad
-from clipvip.gradcache import GradCache
+from clipvip.distributed import DistInfo, gather_with_grad
+from clipvip.gradcache import GradCache, average_gradients
 from clipvip.losses import FINETUNE_LOSSES, OCL_STREAMS, ocl_loss
 from clipvip_apps.train.config import TrainConfig
 
@@ -109,3 +111,64 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class StepRunner:
+    """The same step for a plain, a DDP and a gradient-cache run: ``micro_batch`` per batch, ``update`` once per
+    ``grad_accum`` micro-batches. Built by ``build``: DDP wraps the ``Embedder`` only without GradCache (GradCache
+    re-runs the encoders itself, so it averages gradients across ranks with ``average_gradients`` instead)."""
+
+    model: nn.Module
+    embedder: nn.Module  # Embedder, or DistributedDataParallel(Embedder)
+    grad_cache: GradCache | None
+    cfg: TrainConfig
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    distributed: bool
+
+    @classmethod
+    def build(
+        cls, model: nn.Module, cfg: TrainConfig, scaler: torch.amp.GradScaler, device: torch.device, dinfo: DistInfo
+    ) -> StepRunner:
+        embedder: nn.Module = Embedder(model, cfg)
+        grad_cache = GradCache(cfg.grad_cache_chunk) if cfg.grad_cache_chunk else None
+        if dinfo.distributed and grad_cache is None:
+            embedder = nn.parallel.DistributedDataParallel(
+                embedder, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        return cls(model, embedder, grad_cache, cfg, scaler, device, dinfo.distributed)
+
+    def micro_batch(self, batch: dict[str, Any], last: bool) -> Tensor:
+        """Forward and backward of one micro-batch (its gradient scaled by 1/grad_accum and added); returns the
+        detached loss. A NaN/inf loss is not backpropagated. DDP all-reduces only on the ``last`` micro-batch of
+        an accumulation group."""
+        if self.grad_cache is not None:
+            return grad_cache_step(self.grad_cache, self.model, batch, self.cfg, self.scaler, self.device)
+        sync = contextlib.nullcontext() if (last or not self.distributed) else self.embedder.no_sync()
+        with sync:
+            with autocast(self.device, self.cfg.precision):
+                embs, logit_scale = self.embedder(batch)
+            loss = contrastive_loss(embs, logit_scale, self.cfg)
+            if torch.isfinite(loss):
+                self.scaler.scale(loss / self.cfg.grad_accum).backward()
+        return loss
+
+    def update(
+        self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+    ) -> tuple[float, float]:
+        """The optimizer step closing an accumulation group: gradient averaging (GradCache), clipping, AdamW,
+        schedule. Returns (the lr this step used, the gradient norm before clipping; NaN without clipping)."""
+        if self.grad_cache is not None:
+            average_gradients(self.model.parameters())  # replaces DDP's all-reduce (no DDP with GradCache)
+        if self.cfg.clip_grad_norm is not None:
+            self.scaler.unscale_(optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm))
+        else:
+            grad_norm = float("nan")
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        return lr, grad_norm
