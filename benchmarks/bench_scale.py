@@ -63,6 +63,17 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss_mib": peak, "rs
     "nprobe": r.nprobe, "tuned_recall": r.recall, "estimated_ram_mib": r.params.estimated_bytes / 2**20}}))
 """
 
+RETUNE = f"""
+import json, sys, time
+from clipvip.index.budget import OnDiskConfig
+from clipvip.index.ondisk import retune
+t = time.perf_counter()
+r = retune(sys.argv[1], OnDiskConfig())
+{_PEAK}
+print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss_mib": peak, "nprobe": r.nprobe, "rerank": r.rerank,
+    "tuned_recall": r.recall}}))
+"""
+
 SEARCH = f"""
 import json, sys, time
 import numpy as np
@@ -142,6 +153,8 @@ def bench_index(args: argparse.Namespace) -> dict:
         qfiles.append(str(work / f"{name}.npy"))
     if args.reuse_index and (idx / "index.json").exists():  # search again without rebuilding
         build = json.loads(Path(args.reuse_index).read_text())["build"]
+        if args.retune:  # the tuner changed since that build: tune the same lists again (no rebuild)
+            build["retune"] = _child(RETUNE, str(idx))
     else:
         shutil.rmtree(idx, ignore_errors=True)
         build = _child(BUILD, str(emb), str(idx), args.max_index_memory, str(args.nlist or 0))
@@ -308,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--workdir", default=None, help="keep/reuse the generated folder here")
     a.add_argument("--keep", action="store_true")
     a.add_argument("--reuse-index", metavar="RESULT_JSON", help="keep the index in --workdir; copy build figures")
+    a.add_argument("--retune", action="store_true", help="with --reuse-index: tune nprobe/re-rank depth again first")
     a.add_argument("--out", default=None)
     e = sub.add_parser("embed")
     e.add_argument("--videos", type=int, default=200)

@@ -4,6 +4,7 @@ force, on-disk lists that survive moving the folder, and `clipvip search` / the 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from test_index import _video
 import clipvip
 from clipvip.embedjob.layout import write_part
 from clipvip.index import VideoIndex, exact_topk
-from clipvip.index.budget import OnDiskConfig, choose_params, default_nlist, estimated_bytes, parse_size
+from clipvip.index.budget import (
+    OnDiskConfig,
+    choose_params,
+    default_nlist,
+    estimated_bytes,
+    nprobe_ceiling,
+    parse_size,
+)
 from clipvip.index.ondisk import OnDiskIndex, build_from_embeddings
 from clipvip_apps.cli import main
 
@@ -42,6 +50,27 @@ def test_params_from_budget():
     assert choose_params(5000, d, OnDiskConfig()).factory.endswith(",Flat")  # too few vectors to train a PQ
     opq = choose_params(n, d, OnDiskConfig(max_index_memory=parse_size("1G"), opq=True))
     assert opq.factory == "OPQ64,IVF65536,PQ64" and opq.estimated_bytes == estimated_bytes(n, d, 65_536, 64, True)
+
+
+def test_retune_lifts_a_capped_nprobe(tmp_path, model_dir, caplog):
+    """A ceiling of 1 list caps recall below the target: the tuner keeps its best, says so, and ``--retune`` with
+    the default ceiling (max(256, nlist/8)) reaches the target without rebuilding the lists."""
+    assert nprobe_ceiling(8192, OnDiskConfig()) == 1024 and nprobe_ceiling(64, OnDiskConfig()) == 256
+    assert nprobe_ceiling(8192, OnDiskConfig(max_nprobe=300)) == 300
+    x = _clustered(12_000, 32, 0)
+    folder = _synthetic_folder(tmp_path / "emb", x, _meta(model_dir), 5000)
+    capped = OnDiskConfig(max_index_memory=parse_size("64M"), nlist=64, pq_m=8, max_nprobe=1)
+    with caplog.at_level(logging.WARNING, logger="clipvip.index.ondisk"):
+        first = build_from_embeddings(folder, tmp_path / "idx", capped, progress=False)
+    assert first.nprobe == 1 and first.recall < capped.target_recall and "below the 0.97 target" in caplog.text
+    lists = next((tmp_path / "idx").glob("*.ivfdata"))
+    mtime = lists.stat().st_mtime_ns
+    args = ["index", "--from-embeddings", str(folder), "--out", str(tmp_path / "idx"), "--retune", "--quiet"]
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert meta["ann"]["knob"] > 1 and meta["ann"]["recall_at_10"] >= capped.target_recall
+    assert lists.stat().st_mtime_ns == mtime  # tuned, not rebuilt
+    assert VideoIndex.open(tmp_path / "idx").ann.knob == meta["ann"]["knob"]
 
 
 def _clustered(n: int, d: int, seed: int) -> np.ndarray:

@@ -113,7 +113,8 @@ class EmbeddingFolder:
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._mmaps: dict[int, np.ndarray] = {}
         self._fds: dict[int, int] = {}
-        self._groups: OrderedDict[tuple[int, int], list[dict[str, Any]]] = OrderedDict()
+        self._groups: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (part, group) -> pyarrow Table
+        self._files: OrderedDict[int, Any] = OrderedDict()  # part -> open pyarrow ParquetFile (footer parsed once)
         self._group_starts: dict[int, np.ndarray] = {}
         self._cache_groups = cache_groups
 
@@ -180,22 +181,28 @@ class EmbeddingFolder:
                 yield int(self.offsets[k]) + lo, np.asarray(arr[lo : lo + block_rows], dtype=np.float32)
 
     def row(self, i: int) -> dict[str, Any]:
-        """Metadata of one row, reading only its parquet row group (a small LRU cache keeps recent groups)."""
+        """Metadata of one row, reading only its parquet row group. Small LRU caches keep recent groups (as arrow
+        tables: only the wanted row becomes Python objects) and open files (a footer is parsed once). Measured on a
+        10M folder: opening the file and converting the whole 1,024-row group per hit cost ~3 ms a row."""
         import pyarrow.parquet as pq
 
         (k,), (r,) = self.locate(np.asarray([i]))
         k, r = int(k), int(r)
-        path = metadata_path(self.root, self.parts[k])
+        if k not in self._files:
+            self._files[k] = pq.ParquetFile(metadata_path(self.root, self.parts[k]))
+            if len(self._files) > self._cache_groups:
+                self._files.popitem(last=False)
+        self._files.move_to_end(k)
+        pf = self._files[k]
         if k not in self._group_starts:
-            md = pq.ParquetFile(path).metadata
-            sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
             self._group_starts[k] = np.concatenate([[0], np.cumsum(sizes)])
         starts = self._group_starts[k]
         g = int(np.searchsorted(starts, r, side="right") - 1)
         key = (k, g)
         if key not in self._groups:
-            self._groups[key] = pq.ParquetFile(path).read_row_group(g).to_pylist()
+            self._groups[key] = pf.read_row_group(g)
             if len(self._groups) > self._cache_groups:
                 self._groups.popitem(last=False)
         self._groups.move_to_end(key)
-        return self._groups[key][r - int(starts[g])]
+        return self._groups[key].slice(r - int(starts[g]), 1).to_pylist()[0]

@@ -42,6 +42,7 @@ from clipvip.index.budget import (
     IndexParams,
     OnDiskConfig,
     choose_params,
+    nprobe_ceiling,
 )
 from clipvip.index.store import FORMAT_VERSION, META_NAME, Hit, VideoIndex
 from clipvip.io import atomic_path, atomic_write_json
@@ -250,11 +251,13 @@ def rerank(folder: EmbeddingFolder, query: np.ndarray, ids: np.ndarray) -> tuple
 
 
 def tune_nprobe(index: Any, folder: EmbeddingFolder, nlist: int, cfg: OnDiskConfig) -> tuple[int, int, float]:
-    """(nprobe, re-rank depth, recall): for each depth in ``cfg.rerank`` (cheapest first), the smallest nprobe whose
-    recall@10 after re-ranking reaches ``cfg.target_recall``; the first depth that gets there within
-    ``cfg.max_nprobe`` wins (more lists cannot help once the true neighbours fall outside the depth's PQ top list).
-    Falls back to the largest depth and nprobe. Queries are sampled rows moved off themselves by the distance to
-    their k-th neighbour (as ``clipvip.index.ann.tune`` does; a stored row is an unrealistically easy query)."""
+    """(nprobe, re-rank depth, recall): the smallest nprobe (up to ``nprobe_ceiling``) at which some re-rank depth of
+    ``cfg.rerank`` reaches ``cfg.target_recall``, with the smallest such depth. One PQ search per nprobe at the
+    deepest depth serves every depth (a shallower depth's candidates are its prefix). If no setting reaches the
+    target, the best recall is kept (the cheapest setting within 0.005 of it) and a warning says so: then the true
+    neighbours lie outside the lists a search may scan, and only more lists per search, or a finer coarse
+    quantizer, raise it. Queries are sampled rows moved off themselves by the distance to their k-th neighbour (as
+    ``clipvip.index.ann.tune`` does; a stored row is an unrealistically easy query)."""
     import faiss
 
     rng = np.random.default_rng(cfg.seed + 1)
@@ -269,18 +272,64 @@ def tune_nprobe(index: Any, folder: EmbeddingFolder, nlist: int, cfg: OnDiskConf
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     truth = exact_search_folder(folder, queries, k)
     ivf = faiss.extract_index_ivf(index)
-    probes = [p for p in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024) if p <= nlist]
-    best = (probes[-1], max(cfg.rerank), 0.0)
-    for depth in sorted(cfg.rerank):
-        for nprobe in [p for p in probes if p <= cfg.max_nprobe] or probes[:1]:
-            ivf.nprobe = nprobe
-            _, cand = index.search(queries, max(depth, k))
-            found = np.stack([_pad(rerank(folder, q, c)[1][:k], k) for q, c in zip(queries, cand, strict=True)])
-            recall = recall_at_k(found, truth)
+    ceiling = nprobe_ceiling(nlist, cfg)
+    probes = [p for p in PROBES if p <= min(nlist, ceiling)] or [1]
+    depths = sorted(max(d, k) for d in cfg.rerank)
+    tried: list[tuple[float, int, int]] = []
+    for nprobe in probes:
+        ivf.nprobe = nprobe
+        _, cand = index.search(queries, depths[-1])
+        for depth in depths:
+            found = [_pad(rerank(folder, q, c[:depth])[1][:k], k) for q, c in zip(queries, cand, strict=True)]
+            recall = recall_at_k(np.stack(found), truth)
             if recall >= cfg.target_recall:
                 return nprobe, depth, recall
-            best = max(best, (nprobe, depth, recall), key=lambda t: t[2])
-    return best
+            tried.append((recall, nprobe, depth))
+    top = max(r for r, _, _ in tried)
+    recall, nprobe, depth = min((t for t in tried if t[0] >= top - 0.005), key=lambda t: (t[1], t[2]))
+    log.warning(
+        "recall@10 after re-rank reached %.3f, below the %.2f target, at nprobe %d of %d lists (the ceiling %d): "
+        "the true neighbours lie in more lists than a search may scan; raise OnDiskConfig.max_nprobe (slower "
+        "searches) or build with more lists",
+        recall,
+        cfg.target_recall,
+        nprobe,
+        nlist,
+        ceiling,
+    )
+    return nprobe, depth, recall
+
+
+PROBES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+def retune(out: str | Path, cfg: OnDiskConfig | None = None) -> OnDiskReport:
+    """Tune an on-disk index's nprobe and re-rank depth again (e.g. for another ``target_recall`` or
+    ``max_nprobe``) without rebuilding it; rewrites only the index's meta file, atomically."""
+    from clipvip.index.store import read_meta
+
+    t0 = time.perf_counter()
+    cfg = cfg or OnDiskConfig()
+    out = Path(out)
+    meta = read_meta(out)
+    if meta.get("kind") != KIND:
+        raise ValueError(f"{out}: not an on-disk index (built with --from-embeddings); nothing to re-tune")
+    folder = EmbeddingFolder(meta["embeddings"])
+    index = read_ondisk(out / meta["ann"]["file"])
+    nlist = faiss_nlist(index)
+    nprobe, depth, recall = tune_nprobe(index, folder, nlist, cfg)
+    meta["ann"].update({"knob": nprobe, "rerank": depth, "recall_at_10": recall})
+    atomic_write_json(out / META_NAME, meta)
+    m = int(meta["ann"]["factory"].rsplit("PQ", 1)[1]) if "PQ" in meta["ann"]["factory"] else 0
+    params = IndexParams(nlist, m, meta["ann"]["factory"].startswith("OPQ"), int(meta["ann"]["estimated_ram_bytes"]))
+    disk = (out / meta["ann"]["file"]).stat().st_size + (out / meta["ann"]["lists"]).stat().st_size
+    return OnDiskReport(out, len(folder), params, nprobe, depth, recall, time.perf_counter() - t0, disk)
+
+
+def faiss_nlist(index: Any) -> int:
+    import faiss
+
+    return int(faiss.extract_index_ivf(index).nlist)
 
 
 def _pad(ids: np.ndarray, k: int) -> np.ndarray:
@@ -322,7 +371,12 @@ class OnDiskIndex(VideoIndex):
     nothing per row is held in memory."""
 
     def __init__(self, root: Path, meta: dict[str, Any], folder: EmbeddingFolder, index: Any) -> None:
+        import faiss
+
         self.root, self.meta, self.folder = root, meta, folder
+        # One query scans hundreds of lists: split the lists over FAISS's threads (parallel_mode 1). The default
+        # splits queries, which leaves a single search box query on one core.
+        faiss.extract_index_ivf(index).parallel_mode = 1
         self.ann = AnnIndex(index, "ivf", int(meta["ann"]["knob"]))
         self.rerank_depth = int(meta["ann"].get("rerank", 100))
         self.rows = _LazyRows(folder)  # type: ignore[assignment]

@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-index-memory", default="4G", help="RAM budget of a --from-embeddings index (e.g. 4G)")
     p.add_argument("--opq", action="store_true", help="--from-embeddings: rotate (OPQ) before PQ; slower to train")
+    p.add_argument("--max-nprobe", type=int, default=None, help="--from-embeddings: most lists a search may scan "
+                   "(default: max(256, nlist/8)); more raises recall and latency")  # fmt: skip
+    p.add_argument("--retune", action="store_true", help="--from-embeddings: only tune nprobe and the re-rank depth "
+                   "of the existing index at --out again (e.g. with another --max-nprobe); no rebuild")  # fmt: skip
     p.add_argument("--out", required=True, help="index folder (created or updated)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per video/window (default: the model's)")
     p.add_argument(
@@ -79,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_from_embeddings(args: argparse.Namespace) -> int:
     from clipvip.index.budget import OnDiskConfig, parse_size
-    from clipvip.index.ondisk import build_from_embeddings
+    from clipvip.index.ondisk import build_from_embeddings, retune
 
     if args.video_dir or args.model:
         raise ValueError("--from-embeddings takes the model from the embedding folder; drop VIDEO_DIR/--model")
-    cfg = OnDiskConfig(max_index_memory=parse_size(args.max_index_memory), opq=args.opq)
-    print(build_from_embeddings(args.from_embeddings, args.out, cfg, progress=not args.quiet).summary())
+    cfg = OnDiskConfig(max_index_memory=parse_size(args.max_index_memory), opq=args.opq, max_nprobe=args.max_nprobe)
+    if args.retune:
+        print(retune(args.out, cfg).summary())
+    else:
+        print(build_from_embeddings(args.from_embeddings, args.out, cfg, progress=not args.quiet).summary())
     return 0
