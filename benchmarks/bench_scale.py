@@ -121,7 +121,7 @@ def _write_folder(root: Path, n: int, dim: int, seed: int, part_rows: int = 100_
 
 def _exact(folder_root: Path, queries: np.ndarray, k: int = 10) -> np.ndarray:
     from clipvip.embedjob.layout import EmbeddingFolder
-    from clipvip.index.ondisk import exact_search_folder
+    from clipvip.index.ondisk_tune import exact_search_folder
 
     return exact_search_folder(EmbeddingFolder(folder_root), queries, k)
 

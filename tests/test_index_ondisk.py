@@ -60,7 +60,7 @@ def test_retune_lifts_a_capped_nprobe(tmp_path, model_dir, caplog):
     x = _clustered(12_000, 32, 0)
     folder = _synthetic_folder(tmp_path / "emb", x, _meta(model_dir), 5000)
     capped = OnDiskConfig(max_index_memory=parse_size("64M"), nlist=64, pq_m=8, max_nprobe=1)
-    with caplog.at_level(logging.WARNING, logger="clipvip.index.ondisk"):
+    with caplog.at_level(logging.WARNING, logger="clipvip.index.ondisk_tune"):
         first = build_from_embeddings(folder, tmp_path / "idx", capped, progress=False)
     assert first.nprobe == 1 and first.recall < capped.target_recall and "below the 0.97 target" in caplog.text
     lists = next((tmp_path / "idx").glob("*.ivfdata"))
