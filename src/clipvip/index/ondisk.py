@@ -289,12 +289,7 @@ class OnDiskIndex(VideoIndex):
     nothing per row is held in memory."""
 
     def __init__(self, root: Path, meta: dict[str, Any], folder: EmbeddingFolder, index: Any) -> None:
-        import faiss
-
         self.root, self.meta, self.folder = root, meta, folder
-        # One query scans hundreds of lists: split the lists over FAISS's threads (parallel_mode 1). The default
-        # splits queries, which leaves a single search box query on one core.
-        faiss.extract_index_ivf(index).parallel_mode = 1
         self.ann = AnnIndex(index, "ivf", int(meta["ann"]["knob"]))
         self.rerank_depth = int(meta["ann"].get("rerank", 100))
         self.rows = _LazyRows(folder)  # type: ignore[assignment]
