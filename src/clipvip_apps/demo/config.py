@@ -94,9 +94,9 @@ class DemoConfig:
     # 2,560, and 320 in the low-data row; the paper: ~100M vs ~50k). Chosen on the VALIDATION split, 2 seeds
     # (benchmarks/results/demo_validation_stages.json), OCL (d) - none, mean R@1/5/10 fine-tuned / 10% row:
     # P50 F20 (the old default) +2.1 / +4.7, and none ends below its own zero-shot score (36-39 vs 41.4: 20 steps
-    # disturb the model before it recovers); P100 F40 +4.9 / +7.3, none above its zero-shot (43-45). P200 F40 gave
-    # +6.9 on seed 0, but three post-pretrainings x 5 seeds at 200 steps do not fit the 10-minute budget next to
-    # Table 2's 100 steps (README "What the demo shows").
+    # disturb the model before it recovers); P100 F40 +4.9 / +7.4, none above its zero-shot (43-45). P200 F40 gave
+    # +6.9 and +13.6 fine-tuned, but three post-pretrainings x 5 seeds at 200 steps do not fit the 10-minute budget
+    # next to Table 2's 100 steps (README "How the stage lengths were chosen").
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(100, 64, 2e-3, new_param_lr=3e-2))
     # Fine-tuning keeps the text tower fixed and gives the new video parameters (proxies, temporal table, seqTransf
     # head) a 7.5x rate. Measured: with a trainable text tower the captions of a clip and its time-reversed twin
