@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ablations, the paper's claims as paired differences over seeds with 95% intervals, and example searches. "
         "See the README for measured times.",
     )
-    p.add_argument("--quick", action="store_true", help="small world, short runs, 1 seed (CI smoke test)")
+    p.add_argument("--quick", action="store_true", help="small world, short runs, 2 seeds (CI smoke test)")
     p.add_argument("--out", default="clipvip-demo", help="output folder (default: ./clipvip-demo)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default: 5, or 2 with --quick)")
     p.add_argument(

@@ -134,7 +134,7 @@ def _train(
 @dataclass
 class _Data:
     world: World
-    images: CaptionedClips
+    images: CaptionedClips | None  # the image-text stage's data; None where only the seeds' stages run (workers)
     pretrain: dict[str, PretrainClips]
     train: CaptionedClips
     train_low: CaptionedClips  # the low-data subset of ``train`` (same clips for every setting and seed)
@@ -149,14 +149,17 @@ def low_data_subset(n: int, fraction: float, seed: int) -> list[int]:
     return sorted(np.random.default_rng((seed, 10)).permutation(n)[:k].tolist())
 
 
-def build_data(cfg: DemoConfig, world: World) -> _Data:
+def build_data(cfg: DemoConfig, world: World, with_images: bool = True) -> _Data:
+    """Decode what the stages need, once: the still images (only with ``with_images``: the image-text stage), the
+    post-pretraining clips (only when ``cfg.pretrain_settings`` is not empty), the training and evaluation clips.
+    A worker that runs one seed's part decodes only that part's data."""
     w = cfg.world
     cache = FrameCache(w.num_frames, w.frame_size)
     eval_rows = world.test if cfg.eval_split == "test" else world.val
     if not eval_rows:
         raise ValueError(f"the world has no {cfg.eval_split} split (num_{cfg.eval_split}_pairs = 0)")
-    img_paths = [world.image_path(r["clip_id"]) for r in world.images]
-    pre_paths = [world.video_path(r["clip_id"]) for r in world.pretrain]
+    img_paths = [world.image_path(r["clip_id"]) for r in world.images] if with_images else []
+    pre_paths = [world.video_path(r["clip_id"]) for r in world.pretrain] if cfg.pretrain_settings else []
     train_paths = [world.video_path(r["clip_id"]) for r in world.train]
     eval_paths = [world.video_path(r["clip_id"]) for r in eval_rows]
     cache.load(img_paths, "images", progress=cfg.progress)
@@ -170,7 +173,7 @@ def build_data(cfg: DemoConfig, world: World) -> _Data:
     low = low_data_subset(len(train_paths), cfg.low_data_fraction, w.seed)
     return _Data(
         world=world,
-        images=CaptionedClips(cache, img_paths, [[r["text"]] for r in world.images]),
+        images=CaptionedClips(cache, img_paths, [[r["text"]] for r in world.images]) if with_images else None,
         pretrain=pretrain,
         train=CaptionedClips(cache, train_paths, train_texts),
         train_low=CaptionedClips(cache, [train_paths[i] for i in low], [train_texts[i] for i in low]),
@@ -183,6 +186,8 @@ def build_data(cfg: DemoConfig, world: World) -> _Data:
 def train_clip(cfg: DemoConfig, data: _Data, root: Path) -> dict[str, Any]:
     """The image-text "CLIP" stage, trained once (seed 0) and shared by every seed, like a released CLIP."""
     t = time.perf_counter()
+    if data.images is None:
+        raise ValueError("train_clip needs the still images: build_data(..., with_images=True)")
     torch.manual_seed(0)
     data.images.seed = 0
     clip = clipvip.CLIPViP(cfg.model_config("meanpool"))

@@ -35,7 +35,10 @@ def _seed_worker(cfg: DemoConfig, seed: int, part: str, out: str, clip_dir: str)
     torch.set_num_threads(cfg.threads)
     world = plan_world(cfg.world, Path(out) / "world")
     quiet = dataclasses.replace(cfg, progress=False)
-    data = build_data(quiet, world)
+    # decode only this part's clips: no still images (the CLIP stage ran in the parent), and no post-pretraining
+    # clips for Table 2 (all of it is ~5,000 files: 11 s in the parent on a quiet machine)
+    needed = quiet if part == "table34" else dataclasses.replace(quiet, pretrain_settings=())
+    data = build_data(needed, world, with_images=False)
     return run_seed(quiet, data, seed, Path(out) / "runs" / f"seed{seed}", clip_dir, (part,))
 
 
