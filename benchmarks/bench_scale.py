@@ -308,6 +308,39 @@ def bench_embed(args: argparse.Namespace) -> dict:
     }
 
 
+def bench_coverage(args: argparse.Namespace) -> dict:
+    """On a kept index (``index --workdir W --keep``): is recall bounded by the lists a search scans, or by PQ?
+    Coverage = share of the exact top-10 whose list is among the query's first nprobe lists (the most any re-rank
+    can find); recall after re-rank at several (nprobe, depth) pairs for comparison."""
+    import faiss
+
+    from clipvip.embedjob.layout import EmbeddingFolder
+    from clipvip.index.ondisk import read_ondisk
+    from clipvip.index.ondisk_tune import exact_search_folder, rerank
+
+    work = Path(args.workdir)
+    folder = EmbeddingFolder(work / "emb")
+    meta = json.loads((work / "idx" / "index.json").read_text())
+    index = read_ondisk(work / "idx" / meta["ann"]["file"])
+    ivf = faiss.extract_index_ivf(index)
+    q = np.load(work / "in_distribution.npy")[: args.queries]
+    truth = exact_search_folder(folder, q, 10)
+    _, qlists = ivf.quantizer.search(q, max(args.nprobe))
+    _, tlists = ivf.quantizer.search(folder.vectors(truth.ravel()), 1)
+    tlists = tlists.reshape(truth.shape)
+    coverage = {
+        p: float(np.mean([np.isin(tlists[i], qlists[i, :p]).mean() for i in range(len(q))])) for p in args.nprobe
+    }
+    recall = {}
+    for p in args.nprobe:
+        ivf.nprobe = p
+        _, cand = index.search(q, max(args.depth))
+        for d in args.depth:
+            found = [rerank(folder, x, c[:d])[1][:10] for x, c in zip(q, cand, strict=True)]
+            recall[f"nprobe{p}_depth{d}"] = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+    return {"index": meta["ann"]["factory"], "queries": len(q), "coverage": coverage, "recall_after_rerank": recall}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -329,8 +362,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--size", type=int, default=128)
     e.add_argument("--rounds", type=int, default=3)
     e.add_argument("--out", default=str(RESULTS / "scale_embed.json"))
+    c = sub.add_parser("coverage")
+    c.add_argument("--workdir", required=True, help="the --workdir of a kept `index` run")
+    c.add_argument("--queries", type=int, default=100)
+    c.add_argument("--nprobe", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
+    c.add_argument("--depth", type=int, nargs="+", default=[500, 1000, 4000])
+    c.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    if args.what == "index":
+    if args.what == "coverage":
+        result = {"machine": machine_info(), **bench_coverage(args)}
+        out = args.out
+    elif args.what == "index":
         result = {"machine": machine_info(), **bench_index(args)}
         out = args.out or str(RESULTS / f"scale_index_{args.n // 1000}k.json")
     else:
