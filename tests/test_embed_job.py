@@ -143,6 +143,37 @@ def _run_local(out: Path, model_dir: Path, videos: Path) -> Path:
     return out
 
 
+def test_a_failed_part_leaves_the_decode_stream_in_step(tmp_path, model_dir, videos):
+    """The local engine decodes ahead across part boundaries; when encoding fails on the first of part 1's chunks,
+    its other queued decodes are dropped, parts 0 and 2 still come out exactly as a clean run's, and a rerun redoes
+    part 1."""
+
+    def job_at(out: Path):  # noqa: ANN202 - one clip per chunk, so part 1 has queued decodes when it fails
+        cfg = EmbedConfig(model=str(model_dir), out=str(out), batch_size=1, precision="fp32", threads=1)
+        return prepare_job(cfg, plan_parts([str(videos)], 3))
+
+    run_job(job_at(tmp_path / "clean"), progress=False)
+    clean = _embeddings(tmp_path / "clean")
+    job = job_at(tmp_path / "flaky")
+    real = job.encoder()
+    calls = {"n": 0}
+
+    def flaky(clips):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 3:  # part 0 (broken.mp4, clip0, clip1) encodes 2 chunks; the 3rd call is part 1's first
+            raise RuntimeError("encoder failed")
+        return real(clips)
+
+    job._encoder = flaky
+    s = run_job(job, progress=False)
+    assert s.ran == [0, 2] and list(s.failed) == [1] and "encoder failed" in s.failed[1]
+    got = _embeddings(tmp_path / "flaky")
+    assert sorted(got) == [0, 2] and all(np.array_equal(clean[p], got[p]) for p in (0, 2))
+    job._encoder = real
+    assert run_job(job, progress=False).ran == [1]
+    assert np.array_equal(_embeddings(tmp_path / "flaky")[1], clean[1])
+
+
 def test_pinned_decoders_equal_unpinned(tmp_path, model_dir, videos):
     """``decode_cpus`` only moves the decode threads (the scale benchmark gives each stage its own core): same output."""
     cpu = (min(os.sched_getaffinity(0)),)

@@ -31,6 +31,10 @@ ENGINES: tuple[str, ...] = ("local", "ray")
 
 
 class PartsJob(Protocol):
+    """A job cut into parts, each written atomically by ``run_part``. A job may also define ``plan(parts)``: the
+    local engine calls it with the parts it is about to run, in order, and with ``[]`` when it is done, so the job
+    can prepare the next part while one runs (the embed job decodes ahead across part boundaries)."""
+
     num_parts: int
 
     def is_done(self, part: int) -> bool: ...
@@ -132,16 +136,23 @@ def run_job(
 def _run_local(job: PartsJob, todo: list[int], summary: JobSummary, progress: bool) -> None:
     from tqdm import tqdm
 
-    for p in tqdm(todo, desc="parts", unit="part", disable=not progress or not todo):
-        try:
-            summary.stats[p] = job.run_part(p)
-            summary.ran.append(p)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # a failed part is reported, the others go on
-            summary.failed[p] = f"{type(e).__name__}: {e}"
-            if os.environ.get("CLIPVIP_DEBUG"):
-                traceback.print_exc()
+    plan = getattr(job, "plan", None)
+    if plan is not None:
+        plan(todo)
+    try:
+        for p in tqdm(todo, desc="parts", unit="part", disable=not progress or not todo):
+            try:
+                summary.stats[p] = job.run_part(p)
+                summary.ran.append(p)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # a failed part is reported, the others go on
+                summary.failed[p] = f"{type(e).__name__}: {e}"
+                if os.environ.get("CLIPVIP_DEBUG"):
+                    traceback.print_exc()
+    finally:
+        if plan is not None:
+            plan([])
 
 
 def _run_ray(

@@ -1,7 +1,8 @@
 """``clipvip embed``: a resumable, sharded video -> embedding job (inputs, output layout, engines)."""
 
+from clipvip.embedjob.decode import decode_sample
 from clipvip.embedjob.inputs import PartSource, Sample, iter_samples, plan_parts
-from clipvip.embedjob.job import EmbedConfig, EmbedJob, Encoder, decode_sample, prepare_job
+from clipvip.embedjob.job import EmbedConfig, EmbedJob, Encoder, prepare_job
 from clipvip.embedjob.layout import EmbeddingFolder, emb_path, metadata_path, read_embed_meta, stats_path
 
 __all__ = [

@@ -9,18 +9,17 @@ bit-identical (CPU matmuls can round differently for a different batch compositi
 
 from __future__ import annotations
 
-import os
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from clipvip.embedjob.inputs import PartSource, Sample, iter_samples
+from clipvip.embedjob.decode import DecodedChunk, DecodeStream, decode_pool
+from clipvip.embedjob.inputs import PartSource
 from clipvip.embedjob.layout import META_FILE, stats_path, write_part
 from clipvip.io import atomic_write_json
 
@@ -54,20 +53,6 @@ class EmbedConfig:
             raise ValueError(f"window must be > 0 seconds, got {self.window}")
         if self.stride is not None and (self.window is None or self.stride <= 0):
             raise ValueError("stride needs a window and must be > 0")
-
-
-@dataclass
-class DecodedChunk:
-    """One chunk of a part after decoding: uint8 clips [n, T, 3, H, W] (None if nothing decoded), one metadata row
-    per clip, the samples that failed, and whether it is the part's last chunk."""
-
-    part: int
-    index: int
-    clips: np.ndarray | None
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    last: bool = False
-    decode_seconds: float = 0.0
 
 
 class Encoder:
@@ -109,123 +94,6 @@ def frame_settings(cfg: EmbedConfig, model_config: dict[str, Any]) -> dict[str, 
     }
 
 
-def _source(sample: Sample) -> str | bytes:
-    """Bytes for shard members and fsspec URLs FFmpeg cannot open itself; else the path (FFmpeg reads http)."""
-    if sample.data is not None:
-        return sample.data
-    p = sample.path
-    if "://" in p and not p.startswith(("http://", "https://", "file://")):
-        import fsspec
-
-        with fsspec.open(p, "rb") as f:
-            return f.read()
-    return p
-
-
-def decode_sample(sample: Sample, settings: dict[str, Any], timeout: float) -> tuple[list[np.ndarray], list[dict]]:
-    """uint8 clips [T, 3, H, W] (one per window) and their metadata rows. Raises VideoDecodeError / OSError."""
-    from clipvip.index.build import windows
-    from clipvip.video import probe, read_frames
-
-    nf, size, window = settings["num_frames"], settings["image_size"], settings["window"]
-    src = _source(sample)
-    name = sample.path if isinstance(src, bytes) else None
-    duration = None
-    if window is not None:
-        if isinstance(src, bytes):
-            duration = read_frames(src, 1, 16, timeout=timeout, threads=1, name=name).duration
-        else:
-            duration = probe(src, timeout=timeout).duration
-    clips, rows = [], []
-    for start, end in windows(duration, window, settings["stride"]):
-        windowed = window is not None and duration is not None
-        vf = read_frames(
-            src,
-            nf,
-            size,
-            start=start if windowed else None,
-            end=end if windowed else None,
-            timeout=timeout,
-            threads=1,
-            name=name,
-        )
-        duration = duration if duration is not None else vf.duration
-        frames = vf.frames.numpy()
-        if frames.shape[0] != nf:  # an image: a 1-frame video, repeated so it batches with videos
-            frames = np.repeat(frames[:1], nf, axis=0)
-        clips.append(frames)
-        rows.append((start, end))
-    return clips, [
-        {
-            "key": sample.key,
-            "path": sample.path,
-            "start": float(s),
-            "end": float(e) if e is not None else (float(duration) if duration is not None else None),
-            "duration": None if duration is None else float(duration),
-            "caption": sample.caption,
-        }
-        for s, e in rows
-    ]
-
-
-def _timed_decode(sample: Sample, settings: dict[str, Any], timeout: float) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    try:
-        return decode_sample(sample, settings, timeout), time.perf_counter() - t0
-    except Exception as e:  # noqa: BLE001 - a bad sample is skipped and named, never fatal
-        return e, time.perf_counter() - t0
-
-
-def _pin(cpus: tuple[int, ...] | None) -> None:
-    """Pin the calling thread (Linux ``sched_setaffinity(0)`` is per thread)."""
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-
-
-def iter_decoded_chunks(
-    source: PartSource, part: int, settings: dict[str, Any], cfg: EmbedConfig, workers: int
-) -> Iterator[DecodedChunk]:
-    """Decode a part's samples on ``workers`` threads (running ahead of the consumer, in order) and group them into
-    chunks of ``cfg.batch_size`` consecutive samples. The part always yields at least one chunk, the last marked."""
-    workers = max(1, workers)
-    chunk = DecodedChunk(part, 0, None)
-    clips: list[np.ndarray] = []
-    with ThreadPoolExecutor(max_workers=workers, initializer=_pin, initargs=(cfg.decode_cpus,)) as pool:
-        ahead: deque[tuple[int, Sample, Future]] = deque()
-        it = enumerate(iter_samples(source))
-
-        # run ahead by two chunks: while the consumer encodes chunk i (this generator suspended), the next chunk
-        # must already be decoding (measured: with 2 * workers = 4 of an 8-clip chunk ahead, the encoder waited)
-        depth = max(2 * workers, 2 * cfg.batch_size)
-
-        def fill() -> None:
-            while len(ahead) < depth:
-                nxt = next(it, None)
-                if nxt is None:
-                    return
-                ahead.append((nxt[0], nxt[1], pool.submit(_timed_decode, nxt[1], settings, cfg.timeout)))
-
-        fill()
-        while ahead:
-            i, sample, fut = ahead.popleft()
-            fill()
-            if i // cfg.batch_size != chunk.index:
-                chunk.clips = np.stack(clips) if clips else None
-                yield chunk
-                chunk, clips = DecodedChunk(part, i // cfg.batch_size, None), []
-            result, seconds = fut.result()
-            chunk.decode_seconds += seconds
-            if isinstance(result, Exception):
-                reason = getattr(result, "reason", None) or f"{type(result).__name__}: {result}"
-                chunk.failed.append({"file": sample.path, "reason": str(reason)})
-            else:
-                clips += result[0]
-                chunk.rows += result[1]
-    chunk.clips = np.stack(clips) if clips else None
-    chunk.last = True
-    yield chunk
-
-
 class EmbedJob:
     """A ``clipvip.jobs.PartsJob``: part N of ``parts`` -> the three files of part N (see ``layout``)."""
 
@@ -234,9 +102,11 @@ class EmbedJob:
         self.settings = frame_settings(cfg, model_meta["config"])
         self.num_parts = len(parts)
         self._encoder: Encoder | None = None
+        self._pool: Executor | None = None
+        self._stream: DecodeStream | None = None
 
-    def __getstate__(self) -> dict[str, Any]:  # the model is loaded again wherever the job runs
-        return {**self.__dict__, "_encoder": None}
+    def __getstate__(self) -> dict[str, Any]:  # the model and the decoders are made again wherever the job runs
+        return {**self.__dict__, "_encoder": None, "_pool": None, "_stream": None}
 
     def encoder(self) -> Encoder:
         if self._encoder is None:
@@ -246,15 +116,38 @@ class EmbedJob:
     def is_done(self, part: int) -> bool:
         return stats_path(self.cfg.out, part).exists()
 
+    def _new_stream(self, parts: list[int], pool: Executor, workers: int) -> DecodeStream:
+        sources = [(p, self.parts[p]) for p in parts]
+        return DecodeStream(sources, self.settings, self.cfg.batch_size, self.cfg.timeout, pool, workers)
+
     def decoded_chunks(self, part: int, workers: int) -> Iterator[DecodedChunk]:
-        return iter_decoded_chunks(self.parts[part], part, self.settings, self.cfg, workers)
+        """Part ``part`` decoded on a pool of its own (the Ray decode task, the benchmark's decode-only stage)."""
+        with decode_pool(workers, self.cfg.decode_cpus) as pool:
+            yield from self._new_stream([part], pool, workers).chunks(part)
+
+    def plan(self, parts: list[int]) -> None:
+        """The parts this process runs next, in order (``clipvip.jobs`` calls it; ``[]`` when done): decoding then
+        runs ahead across their boundaries on one pool kept for the job."""
+        if self._stream is not None:
+            self._stream.cancel()
+            self._stream = None
+        if parts:
+            if self._pool is None:
+                self._pool = decode_pool(self.cfg.decode_workers, self.cfg.decode_cpus)
+            self._stream = self._new_stream(parts, self._pool, self.cfg.decode_workers)
+        elif self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def run_part(self, part: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         enc = self.encoder()
         embs, rows, failed = [], [], []
         decode_s = encode_s = wait_s = 0.0
-        chunks = self.decoded_chunks(part, self.cfg.decode_workers)
+        if self._stream is not None and self._stream.is_next(part):
+            chunks = self._stream.chunks(part)
+        else:  # not planned (a caller running one part): decode it alone
+            chunks = self.decoded_chunks(part, self.cfg.decode_workers)
         while True:
             tw = time.perf_counter()
             chunk = next(chunks, None)
