@@ -18,6 +18,7 @@ import clipvip
 from clipvip.embedjob.layout import write_part
 from clipvip.index import VideoIndex, exact_topk
 from clipvip.index.budget import (
+    IndexParams,
     OnDiskConfig,
     choose_params,
     default_nlist,
@@ -50,6 +51,8 @@ def test_params_from_budget():
     assert choose_params(5000, d, OnDiskConfig()).factory.endswith(",Flat")  # too few vectors to train a PQ
     opq = choose_params(n, d, OnDiskConfig(max_index_memory=parse_size("1G"), opq=True))
     assert opq.factory == "OPQ64,IVF65536,PQ64" and opq.estimated_bytes == estimated_bytes(n, d, 65_536, 64, True)
+    for params in (p, opq, choose_params(5000, d, OnDiskConfig())):  # an index's meta keeps only the factory string
+        assert IndexParams.parse(params.factory, params.estimated_bytes) == params
 
 
 def test_retune_lifts_a_capped_nprobe(tmp_path, model_dir, caplog):

@@ -57,6 +57,14 @@ class IndexParams:
     opq: bool
     estimated_bytes: int
 
+    @classmethod
+    def parse(cls, factory: str, estimated_bytes: int) -> IndexParams:
+        """The inverse of ``factory`` (an index's meta file keeps the factory string)."""
+        m = re.fullmatch(r"(?:OPQ(\d+),)?IVF(\d+),(?:PQ(\d+)|Flat)", factory)
+        if not m:
+            raise ValueError(f"not an on-disk index factory: {factory!r}")
+        return cls(int(m.group(2)), int(m.group(3) or 0), m.group(1) is not None, estimated_bytes)
+
     @property
     def factory(self) -> str:
         if self.pq_m == 0:  # too few vectors to train a PQ: uncompressed (still on-disk) lists

@@ -145,7 +145,7 @@ def build_from_embeddings(
     _write_index(index, index_file)
     del index
     index = read_ondisk(index_file)
-    nprobe, depth, recall = tune_nprobe(index, folder, params.nlist, cfg)
+    nprobe, depth, recall = tune_nprobe(index, folder, cfg)
     meta = {
         "format": FORMAT_VERSION,
         "kind": KIND,
@@ -238,20 +238,12 @@ def retune(out: str | Path, cfg: OnDiskConfig | None = None) -> OnDiskReport:
         raise ValueError(f"{out}: not an on-disk index (built with --from-embeddings); nothing to re-tune")
     folder = EmbeddingFolder(meta["embeddings"])
     index = read_ondisk(out / meta["ann"]["file"])
-    nlist = faiss_nlist(index)
-    nprobe, depth, recall = tune_nprobe(index, folder, nlist, cfg)
+    nprobe, depth, recall = tune_nprobe(index, folder, cfg)
     meta["ann"].update({"knob": nprobe, "rerank": depth, "recall_at_10": recall})
     atomic_write_json(out / META_NAME, meta)
-    m = int(meta["ann"]["factory"].rsplit("PQ", 1)[1]) if "PQ" in meta["ann"]["factory"] else 0
-    params = IndexParams(nlist, m, meta["ann"]["factory"].startswith("OPQ"), int(meta["ann"]["estimated_ram_bytes"]))
+    params = IndexParams.parse(meta["ann"]["factory"], int(meta["ann"]["estimated_ram_bytes"]))
     disk = (out / meta["ann"]["file"]).stat().st_size + (out / meta["ann"]["lists"]).stat().st_size
     return OnDiskReport(out, len(folder), params, nprobe, depth, recall, time.perf_counter() - t0, disk)
-
-
-def faiss_nlist(index: Any) -> int:
-    import faiss
-
-    return int(faiss.extract_index_ivf(index).nlist)
 
 
 class _LazyRows:

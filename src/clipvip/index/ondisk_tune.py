@@ -45,7 +45,7 @@ def rerank(folder: EmbeddingFolder, query: np.ndarray, ids: np.ndarray) -> tuple
     return s[order], ids[order]
 
 
-def tune_nprobe(index: Any, folder: EmbeddingFolder, nlist: int, cfg: OnDiskConfig) -> tuple[int, int, float]:
+def tune_nprobe(index: Any, folder: EmbeddingFolder, cfg: OnDiskConfig) -> tuple[int, int, float]:
     """(nprobe, re-rank depth, recall): the smallest nprobe (up to ``nprobe_ceiling``) at which some re-rank depth of
     ``cfg.rerank`` reaches ``cfg.target_recall``, with the smallest such depth. One PQ search per nprobe at the
     deepest depth serves every depth (a shallower depth's candidates are its prefix). If no setting reaches the
@@ -67,6 +67,7 @@ def tune_nprobe(index: Any, folder: EmbeddingFolder, nlist: int, cfg: OnDiskConf
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     truth = exact_search_folder(folder, queries, k)
     ivf = faiss.extract_index_ivf(index)
+    nlist = int(ivf.nlist)
     ceiling = nprobe_ceiling(nlist, cfg)
     probes = [p for p in PROBES if p <= min(nlist, ceiling)] or [1]
     depths = sorted(max(d, k) for d in cfg.rerank)
