@@ -37,9 +37,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def _child(code: str, *args: str) -> dict:
     """Run ``code`` in a fresh Python (its own peak RSS); it prints one JSON line last."""
-    env = {"PYTHONPATH": SRC + ":" + str(Path(__file__).resolve().parent)}
-
-    env = {**os.environ, **env}
+    env = {**os.environ, "PYTHONPATH": SRC + ":" + str(Path(__file__).resolve().parent)}
     p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise RuntimeError(f"child failed:\n{p.stderr[-3000:]}")
