@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from clipvip.io import atomic_path
-from clipvip.video.pyav_stream import open_container, pick_stream
+from clipvip.video.pyav_stream import frame_rotation, open_container, pick_stream
 from clipvip.video.sampling import DEFAULT_TIMEOUT, VideoDecodeError
 
 # container format and video codec per output suffix (the temp file has no telling suffix, so name them)
@@ -118,7 +118,7 @@ class FrameEncoder:
         st.pix_fmt = "yuv420p"
         st.codec_context.thread_count = self.threads
         st.codec_context.time_base = 1 / self.rate
-        st.options = (
+        st.options = self.codec_options or (
             {"crf": str(self.crf), "preset": self.preset} if self.codec == "libx264" else {"crf": str(self.crf)}
         )
         if self.rotation:
@@ -233,7 +233,7 @@ def _encode(
 
         def emit(frame: av.VideoFrame) -> None:
             nonlocal written
-            rot = int(round((frame.rotation or 0) / 90.0)) % 4
+            rot = frame_rotation(frame)
             if rot:  # rotate the pixels (display matrix counter-clockwise); the encoder then scales the upright frame
                 arr = np.rot90(frame.to_ndarray(format="rgb24"), k=rot)
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
