@@ -36,7 +36,7 @@ ENCODERS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
 )
 
 
-class TranscodeError(RuntimeError):
+class PlaybackError(RuntimeError):
     """A window that could not be transcoded; the message says why in one line (shown next to the frame strip)."""
 
 
@@ -53,7 +53,7 @@ def video_codec(path: str | os.PathLike) -> str:
     """The first video stream's codec name (``h264``, ``mpeg4`` for XviD, ...)."""
     with av.open(os.fspath(path)) as c:
         if not c.streams.video:
-            raise TranscodeError(f"{path}: no video stream")
+            raise PlaybackError(f"{path}: no video stream")
         return c.streams.video[0].codec_context.name
 
 
@@ -62,7 +62,7 @@ def browser_playable(path: str | os.PathLike) -> tuple[bool, str]:
     suffix = Path(path).suffix.lower()
     try:
         codec = video_codec(path)
-    except (av.error.FFmpegError, TranscodeError) as e:
+    except (av.error.FFmpegError, PlaybackError) as e:
         return False, f"cannot read the file: {e}"
     for suffixes, codecs in BROWSER_PLAYABLE:
         if suffix in suffixes and codec in codecs:
@@ -94,7 +94,7 @@ class TranscodeCache:
         """(file, MIME type) of the encoded window, transcoding it on first use."""
         enc = available_encoder()
         if enc is None:
-            raise TranscodeError("this PyAV build has no H.264 (libx264) or VP8/VP9 (libvpx) encoder")
+            raise PlaybackError("this PyAV build has no H.264 (libx264) or VP8/VP9 (libvpx) encoder")
         codec, fmt, suffix, mime, opts = enc
         start, end = self.window(start, end)
         st = Path(src).stat()
@@ -156,7 +156,7 @@ def transcode_window(
                 wanted = max(1, round((end - start) * float(rate)))
                 for frame in inp.decode(vs):
                     if time.monotonic() > deadline:
-                        raise TranscodeError(f"transcoding took over {limits.timeout:.0f} s")
+                        raise PlaybackError(f"transcoding took over {limits.timeout:.0f} s")
                     if frame.pts is None:
                         continue
                     # the first frame at or after ``start`` opens the window; from there frames are counted, not
@@ -167,7 +167,7 @@ def transcode_window(
                         break
                     enc.encode(frame)  # decoder output is in display order: numbered at the stream's rate
                 if enc.frames == 0:
-                    raise TranscodeError(f"no frames between {start:.1f} s and {end:.1f} s")
+                    raise PlaybackError(f"no frames between {start:.1f} s and {end:.1f} s")
     except av.error.FFmpegError as e:
-        raise TranscodeError(f"{Path(src).name}: {e}") from e
+        raise PlaybackError(f"{Path(src).name}: {e}") from e
     return Path(dst)

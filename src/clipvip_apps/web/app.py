@@ -182,7 +182,7 @@ def create_app(
         media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
         return FileResponse(p, media_type=media)
 
-    add_media_routes(app, index, file_of, cfg.media)
+    add_media_routes(app, file_of, cfg.media)
 
     @app.get("/")
     def page() -> FileResponse:

@@ -18,10 +18,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
-from clipvip.index import VideoIndex
 from clipvip.video.playback import (
+    PlaybackError,
     TranscodeCache,
-    TranscodeError,
     TranscodeLimits,
     available_encoder,
     browser_playable,
@@ -41,7 +40,7 @@ class MediaConfig:
     strip_height: int = 120
 
 
-def add_media_routes(app: FastAPI, index: VideoIndex, file_of: Callable[[int], Path], cfg: MediaConfig) -> None:
+def add_media_routes(app: FastAPI, file_of: Callable[[int], Path], cfg: MediaConfig) -> None:
     """Register the three routes on ``app``; ``file_of(video)`` is the app's own checked video -> path lookup."""
     cache = TranscodeCache(cfg.transcode_dir, cfg.limits)
     playable: dict[int, tuple[bool, str]] = {}  # per video: probing opens the file, once
@@ -81,7 +80,7 @@ def add_media_routes(app: FastAPI, index: VideoIndex, file_of: Callable[[int], P
         path = file_of(video)
         try:
             out, mime = cache.get(path, start, end)
-        except TranscodeError as e:
+        except PlaybackError as e:
             raise HTTPException(415, f"cannot convert {path.name}: {e}") from e
         return FileResponse(out, media_type=mime, headers={"cache-control": "max-age=3600"})
 
