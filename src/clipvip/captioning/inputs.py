@@ -163,7 +163,7 @@ class FrameStream(torch.utils.data.IterableDataset):
             frame = read_middle_frame(video, size=self.frame_size, resize="squash", name=source)
         except Exception as e:  # a long job survives any bad sample; the error is listed in the failures file
             return FrameItem(clip_id, source, error=f"{type(e).__name__}: {e}")
-        return FrameItem(clip_id, source, frame=frame[0] if frame.ndim == 4 else frame)
+        return FrameItem(clip_id, source, frame=frame[0])  # read_middle_frame: [1, 3, H, W]
 
     def _iter_manifests(self, worker: int, num_workers: int) -> Iterator[FrameItem]:
         seen: set[str] = set()  # a clip listed twice goes to the same worker: caption it once
