@@ -87,16 +87,21 @@ def read_meta_or_set_aside(out: Path, repaired: list[str]) -> dict[str, Any] | N
         log.warning("%s; starting the index over (thumbnails kept)", damage_note(e))
         repaired.append(damage_note(e))
         os.replace(out / META_NAME, out / (META_NAME + ".damaged"))
-        stale = [*out.glob("data-*.npy"), *out.glob("data-*.parquet"), *out.glob("ann-*.faiss")]
-        for f in stale + [*(out / "pending").glob("chunk-*")]:
-            f.unlink(missing_ok=True)
+        _remove_rows(out)
         return None
+
+
+ROW_FILES = ("data-*.npy", "data-*.parquet", "ann-*.faiss", "pending/chunk-*")  # every file that holds index rows
+
+
+def _remove_rows(out: Path) -> None:
+    for pattern in ROW_FILES:
+        for f in out.glob(pattern):
+            f.unlink(missing_ok=True)
 
 
 def drop_all(out: Path, meta: dict[str, Any]) -> None:
     """Forget an index's rows before re-encoding it: index.json first (atomically: from then on the old files are
     unreferenced), then the old generation, its ANN and any pending chunks."""
     atomic_write_json(out / META_NAME, {**meta, "generation": None, "ann": None, "count": 0, "failed": []})
-    for pattern in ("data-*.npy", "data-*.parquet", "ann-*.faiss", "pending/chunk-*"):
-        for f in out.glob(pattern):
-            f.unlink(missing_ok=True)
+    _remove_rows(out)
