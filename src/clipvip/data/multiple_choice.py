@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipvip.data.annotations import AnnotationError, _read_json
+from clipvip.data.annotations import AnnotationError, _clean, _read_json
 from clipvip.io import JsonlError, read_jsonl_numbered
 
 
@@ -39,10 +39,6 @@ class MCQuestion:
     candidates: tuple[str, ...]
     answer: int
     where: str = ""
-
-
-def _clean(s: str) -> str:
-    return " ".join(str(s).split())
 
 
 def _lines(path: Path) -> list[str]:
