@@ -72,8 +72,8 @@ def main() -> None:
         pretrain_settings=("subtitles (L_VS)", "OCL (d)"),
     )
     world = generate_world(base.world, root / "world", progress=False)
-    data = build_data(base, world)
     clip_path = root / "clip.json"
+    data = build_data(base, world, with_images=not clip_path.exists())  # the stills feed only the image-text stage
     if clip_path.exists():
         clip = json.loads(clip_path.read_text())
     else:

@@ -25,20 +25,18 @@ from _common import machine_info, write_json
 import clipvip
 from clipvip.synth import plan_world
 from clipvip_apps.demo.config import DemoConfig
-from clipvip_apps.demo.evaluation import world_label_prompts
+from clipvip_apps.demo.evaluation import label_predictions, world_label_prompts
 from clipvip_apps.demo.pipeline import build_data
 
 
 def diagnose(model: torch.nn.Module, video: torch.Tensor, rows: list[dict[str, Any]], prompts: dict) -> dict:
     """Prompt-ensembled zero-shot predictions of ``video`` ([N, T, C, H, W]) and what they say."""
-    labels = list(prompts)
     model.eval()
     with torch.no_grad():
         v = torch.cat([model.encode_video(video[k : k + 32]) for k in range(0, len(video), 32)])
         v = v / v.norm(dim=-1, keepdim=True)
-        classes = [model.encode_text(prompts[m]).mean(0) for m in labels]
-        c = torch.stack([e / e.norm() for e in classes])
-    pred = [labels[p] for p in (v @ c.T).argmax(1).tolist()]
+    pred = label_predictions(model, v, prompts)  # the demo's own classifier (its zsLabel metric)
+    labels = list(prompts)
     truth = [r["motion"] for r in rows]
     index = {r["clip_id"]: i for i, r in enumerate(rows)}
     same = [pred[i] == pred[index[r["twin"]]] for i, r in enumerate(rows)]
@@ -61,7 +59,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = DemoConfig(eval_split="val", progress=False, pretrain_settings=())
     world = plan_world(cfg.world, Path(args.root) / "world")
-    data = build_data(cfg, world)
+    data = build_data(cfg, world, with_images=False)  # the CLIP stage is read from clip.json
     clip = json.loads((Path(args.root) / "clip.json").read_text())["dir"]
     prompts = world_label_prompts(cfg.world)
     video = torch.stack([data.gallery[i]["video"] for i in range(len(data.eval_rows))])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,10 +144,6 @@ def spec_from_dict(d: dict[str, Any]) -> ClipSpec:
     return ClipSpec(d["clip_id"], tuple(d["background"]), objs, int(d["noise_seed"]))
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    write_jsonl(path, rows)
-
-
 def _write_png(path: Path, frame: np.ndarray) -> None:
     from PIL import Image
 
@@ -257,7 +252,7 @@ def generate_world(config: WorldConfig, root: str | Path, progress: bool = True)
         frames = render_clip(world.specs[cid], cfg.num_frames, cfg.frame_size)
         write_video(world.video_path(cid), frames, fps=cfg.fps, options=VIDEO_OPTIONS)
     for split in ("images", "pretrain", "train", "test", "val"):
-        _write_jsonl(world.manifest(split), getattr(world, split))
+        write_jsonl(world.manifest(split), getattr(world, split))
     meta = {
         "config": cfg.to_dict(),
         "video_options": VIDEO_OPTIONS,

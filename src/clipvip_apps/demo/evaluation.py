@@ -59,11 +59,11 @@ def evaluate(
     return out
 
 
-def label_accuracy(
-    model: torch.nn.Module, video_emb: torch.Tensor, rows: list[dict[str, Any]], label_prompts: dict[str, list[str]]
-) -> float:
-    """Top-1 accuracy (%) of prompt-ensembled zero-shot classification of ``rows[i]["motion"]`` from
-    ``video_emb[i]`` (L2-normalised video embeddings)."""
+def label_predictions(
+    model: torch.nn.Module, video_emb: torch.Tensor, label_prompts: dict[str, list[str]]
+) -> list[str]:
+    """Prompt-ensembled zero-shot labels of ``video_emb`` (L2-normalised video embeddings): each label's prompts
+    are encoded, averaged and normalised; the nearest label wins."""
     labels = list(label_prompts)
     model.eval()
     with torch.no_grad():
@@ -71,9 +71,15 @@ def label_accuracy(
         for m in labels:
             e = model.encode_text(label_prompts[m]).mean(0)
             classes.append(e / e.norm())
-    pred = (video_emb @ torch.stack(classes).T).argmax(1).tolist()
-    truth = [labels.index(r["motion"]) for r in rows]
-    return 100.0 * float(np.mean([p == t for p, t in zip(pred, truth, strict=True)]))
+    return [labels[p] for p in (video_emb @ torch.stack(classes).T).argmax(1).tolist()]
+
+
+def label_accuracy(
+    model: torch.nn.Module, video_emb: torch.Tensor, rows: list[dict[str, Any]], label_prompts: dict[str, list[str]]
+) -> float:
+    """Top-1 accuracy (%) of ``label_predictions`` against ``rows[i]["motion"]``."""
+    pred = label_predictions(model, video_emb, label_prompts)
+    return 100.0 * float(np.mean([p == r["motion"] for p, r in zip(pred, rows, strict=True)]))
 
 
 def world_label_prompts(cfg: WorldConfig) -> dict[str, list[str]]:

@@ -79,9 +79,6 @@ def _load(start: str | Path, variant: str | None = None) -> Any:
         convert_log.removeFilter(quiet)
 
 
-# ------------------------------------------------------------------------------------------------ evaluation
-
-
 POSITION_PAIRS: tuple[tuple[str, str], ...] = (("left", "right"), ("top", "bottom"))
 
 
@@ -291,14 +288,7 @@ def run_seed(
     return out
 
 
-# ------------------------------------------------------------------------------------------------ search
-
-
 # ------------------------------------------------------------------------------------------------ main
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    atomic_write_json(path, obj, default=str)
 
 
 def domain_gap(cfg: DemoConfig, world: World, clip_dir: str | Path) -> dict[str, Any]:
@@ -376,7 +366,7 @@ def _run(cfg: DemoConfig, t0: float, out: Path) -> dict[str, Any]:
     clip = clip or train_clip(cfg, data, out / "runs")
     timings["clip_stage"] = clip["seconds"]
     seeds = list(partial.get("seeds", []))[: cfg.seeds]
-    _atomic_json(partial_path, {"config": cfg.to_dict(), "clip": clip, "seeds": seeds})
+    atomic_write_json(partial_path, {"config": cfg.to_dict(), "clip": clip, "seeds": seeds}, default=str)
     todo = list(range(len(seeds), cfg.seeds))
     if cfg.workers > 1 and len(todo) > 1:
         seeds += run_seeds_in_workers(cfg, todo, out, clip, partial_path, seeds)
@@ -384,7 +374,7 @@ def _run(cfg: DemoConfig, t0: float, out: Path) -> dict[str, Any]:
         for s in todo:
             seeds.append(run_seed(cfg, data, s, out / "runs" / f"seed{s}", clip["dir"]))
             # keep finished work: partial results are on disk after every seed
-            _atomic_json(partial_path, {"config": cfg.to_dict(), "clip": clip, "seeds": seeds})
+            atomic_write_json(partial_path, {"config": cfg.to_dict(), "clip": clip, "seeds": seeds}, default=str)
     timings["fine-tune/post-pretrain"] = sum(sum(s["seconds"].values()) for s in seeds)
 
     t = time.perf_counter()
@@ -425,6 +415,6 @@ def _run(cfg: DemoConfig, t0: float, out: Path) -> dict[str, Any]:
         "timings_s": timings,
     }
     write_report(results, out, data)
-    _atomic_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results, default=str)
     (out / "results.partial.json").unlink(missing_ok=True)
     return results

@@ -89,10 +89,6 @@ ZERO_SHOT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 def _atomic_savefig(fig: Any, path: Path) -> None:
     with atomic_path(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
@@ -415,4 +411,4 @@ def write_report(results: dict[str, Any], out: Path, data: Any) -> None:
     plot_recall(results["summary"], out / "recall_bars.png")
     plot_claims(results["claims"], out / "claims.png")
     plot_query_grid(results["search"], data, out / "query_grid.png")
-    _atomic_text(out / "report.md", render_markdown(results))
+    atomic_write_text(out / "report.md", render_markdown(results))
