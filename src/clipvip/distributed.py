@@ -132,12 +132,17 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container or ``taskset`` limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        return os.cpu_count() or 1
+
+
 def default_num_workers() -> int:
     """Data-loading workers to use when the user did not say: the CPUs this process may run on, shared between
     the processes torchrun started on this node, minus one for the process that runs the model (at least 1)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS / Windows
-        cpus = os.cpu_count() or 1
+    cpus = available_cpus()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     return max(1, cpus // max(local, 1) - 1)

@@ -9,12 +9,12 @@ starts a thread (the setting for DataLoader workers).
 from __future__ import annotations
 
 import bisect
-import os
 import threading
 from collections.abc import Callable
 
 import numpy as np
 
+from clipvip.distributed import available_cpus
 from clipvip.video.backend import Cancelled, Deadline
 from clipvip.video.decode import decode_by_pts
 from clipvip.video.keyframes import key_before
@@ -24,18 +24,11 @@ from clipvip.video.pyav_stream import Convert, Opened, setup_decoder
 OPEN_COST_FRAMES = 12
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def parallel_workers(threads: int | None) -> int:
     """How many GOP runs may decode at once: ``threads`` if given, else the CPUs this process may use (max 4)."""
     if threads is not None:
         return max(threads, 1)
-    return max(1, min(_cpus(), 4))
+    return max(1, min(available_cpus(), 4))
 
 
 def plan_chunks(targets: list[int], keys: list[int], all_pts: list[int], workers: int) -> list[list[int]]:
