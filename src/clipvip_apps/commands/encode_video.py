@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def paths_file(out: Path) -> Path:
     """``x.npy`` -> ``x.paths.txt``: the file of each row, one per line."""
-    return out.with_name(out.name[: -len(out.suffix)] + ".paths.txt" if out.suffix else out.name + ".paths.txt")
+    return out.with_name(out.stem + ".paths.txt")
 
 
 def run(args: argparse.Namespace) -> int:
