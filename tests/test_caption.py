@@ -250,6 +250,28 @@ def test_two_ranks_partition_and_merge(captioner: Captioner, tmp_path, monkeypat
     assert read_captions(single) == read_captions(out)
 
 
+def test_slurm_array_tasks_take_their_own_slice(captioner: Captioner, tmp_path, monkeypatch) -> None:
+    """Without torchrun, a Slurm array task is rank (task id - min) of the task count: its own part file and its
+    own clips, not every task appending to rank 0 of 1's part."""
+    manifest = _videos(tmp_path, n=N_CLIPS, corrupt=False)
+    inputs = CaptionInput.resolve([str(manifest)])
+    out = tmp_path / "captions.jsonl"
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    reports = []
+    for task in ("4", "3"):
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", task)
+        reports.append(run_captioning(inputs, out, captioner, CaptionJobConfig(num_workers=0, progress=False)))
+    assert [(r.rank, r.world_size) for r in reports] == [(1, 2), (0, 2)]
+    assert [Path(r.part).name for r in reports] == ["part-00001-of-00002.jsonl", "part-00000-of-00002.jsonl"]
+    all_ids = {f"c{i}" for i in range(N_CLIPS)}
+    for r in reports:
+        assert {x["clip_id"] for x in _lines(Path(r.part))} == {c for c in all_ids if owner_rank(c, 2) == r.rank}
+    assert reports[1].merge is not None and sorted(r["clip_id"] for r in _lines(out)) == sorted(all_ids)
+
+
 def _tar_shard(path: Path, videos: list[tuple[str, Path]], with_json: bool) -> None:
     with tarfile.open(path, "w") as tf:
         for i, (clip_id, video) in enumerate(videos):

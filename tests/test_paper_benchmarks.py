@@ -181,6 +181,17 @@ def test_zeroshot_ssv2_mc_over_all_label_texts(toy: tuple[Path, Path], tmp_path:
     assert main(argv + ["--fill-placeholders", "--json", str(out2)] + _common(model_dir, root)) == 0
     filled = json.loads(out2.read_text())
     assert filled["filled_placeholders"] is True and filled["n"] == 3
+    # independent reference for the filled run: each video's own sentences embedded separately, argmax by hand
+    # (a tie between the answer and c others earns 1/(c+1), multiple_choice's "mean" rule)
+    from clipvip.data.multiple_choice import fill_something
+
+    expected = 0.0
+    for i, row in enumerate(rows):
+        sents = [fill_something(c, row["placeholders"]) for c in classes]
+        scores = (v[i : i + 1].float() @ embed_texts(model, sents, progress=False).float().T)[0]
+        if scores[truth[i]] == scores.max():
+            expected += 1.0 / int((scores == scores.max()).sum())
+    assert filled["accuracy"] == pytest.approx(100 * expected / 3, abs=1e-4)
 
 
 def test_zeroshot_hmdb51_preset_uses_the_paper_prompt(toy: tuple[Path, Path], tmp_path: Path) -> None:

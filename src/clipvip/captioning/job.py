@@ -1,8 +1,9 @@
 """The captioning job: per-rank append-only part files, resumable, merged atomically into one output.
 
-Each torchrun rank appends to its own part file (``OUT.parts/part-RRRRR-of-WWWWW.jsonl``); a restarted run skips
-what is already captioned (and cuts a half-written last line); bad videos are skipped and listed; when every rank
-is done, the parts are merged (deduplicated by clip id) into ``OUT`` atomically.
+Each rank (a torchrun rank or a Slurm array task) appends to its own part file
+(``OUT.parts/part-RRRRR-of-WWWWW.jsonl``); a restarted run skips what is already captioned (and cuts a half-written
+last line); bad videos are skipped and listed; when every rank is done, the parts are merged (deduplicated by clip
+id) into ``OUT`` atomically.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import torch
 
 from clipvip.captioning.captioner import Captioner
 from clipvip.captioning.inputs import CaptionInput, FrameItem, FrameStream
-from clipvip.distributed import launch_env
 from clipvip.io import atomic_write_json, read_jsonl, write_jsonl
+from clipvip.jobs import worker_slice
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class CaptionJobConfig:
 
     batch_size: int = 32
     num_workers: int = 4
-    rank: int | None = None  # None: from torchrun's RANK / WORLD_SIZE
+    rank: int | None = None  # None: clipvip.jobs.worker_slice (torchrun RANK / WORLD_SIZE, or a Slurm array)
     world_size: int | None = None
     frame_size: int | None = None  # None: the captioner processor's input size
     limit: int | None = None  # caption at most this many new clips on this rank, then stop (no merge)
@@ -200,9 +201,9 @@ def run_captioning(
     """Caption this rank's share of ``inputs`` into its part file; merge into ``out`` when all ranks are done."""
     from tqdm.auto import tqdm
 
-    env_rank, env_world, _ = launch_env()
-    rank = env_rank if config.rank is None else config.rank
-    world = env_world if config.world_size is None else config.world_size
+    env = worker_slice()  # torchrun's RANK/WORLD_SIZE, else a Slurm array task, else (0, 1)
+    rank = env.rank if config.rank is None else config.rank
+    world = env.world if config.world_size is None else config.world_size
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not in [0, {world})")
     if config.batch_size < 1:

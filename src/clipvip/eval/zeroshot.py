@@ -166,10 +166,15 @@ def multiple_choice(
     batch_size: int = 256,
     progress: bool = False,
 ) -> dict[str, float]:
-    """MSR-VTT MC / LSMDC MC: each video has its own candidate sentences (5 in both); accuracy of picking the answer."""
+    """MSR-VTT MC / LSMDC MC / SSv2 with filled placeholders: each video has its own candidate sentences (5 in MC);
+    accuracy of picking the answer."""
     k = len(candidates[0]) if candidates else 0
     if not candidates or any(len(c) != k for c in candidates):
         raise ValueError("every video needs the same number of candidate sentences")
     flat = [s for c in candidates for s in c]
-    emb = embed_texts(model, flat, batch_size, context_length, progress=progress).view(len(candidates), k, -1)
-    return multiple_choice_accuracy(video_emb, emb, answers)
+    # candidate sets repeat sentences (SSv2's filled templates, shared distractors): embed each distinct one once
+    unique = list(dict.fromkeys(flat))
+    where = {s: i for i, s in enumerate(unique)}
+    text_emb = embed_texts(model, unique, batch_size, context_length, progress=progress)
+    idx = torch.tensor([where[s] for s in flat], dtype=torch.long)
+    return multiple_choice_accuracy(video_emb, text_emb[idx].view(len(candidates), k, -1), answers)

@@ -21,6 +21,7 @@ model's backbone, its number is printed next to this run's (labelled "paper", wi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import re
@@ -118,16 +119,23 @@ def _resolve(path: str, list_file: Path, root: Path | None) -> str:
     return str((root or list_file.parent) / p)
 
 
+@functools.cache
+def _path_then_label() -> re.Pattern[str]:
+    """'<path ending in a video extension> [label]', compiled once (a list file has one line per video); built on
+    first use because ``clipvip.video.read`` pulls in the decoders."""
+    from clipvip.video.read import VIDEO_EXTENSIONS
+
+    exts = "|".join(re.escape(e.lstrip(".")) for e in sorted(VIDEO_EXTENSIONS, key=len, reverse=True))
+    return re.compile(rf"^(?P<video>.+?\.(?:{exts}))(?:\s+(?P<label>.+))?$", re.IGNORECASE)
+
+
 def _split_line(line: str) -> tuple[str, str | None]:
     """'<path> <class with spaces>' -> (path, class): a tab separates them if present, else the path ends at its
     video extension, else at the last space (paths without an extension, single-word classes)."""
-    from clipvip.video.read import VIDEO_EXTENSIONS
-
     if "\t" in line:
         video, _, label = line.partition("\t")
         return video.strip(), label.strip() or None
-    exts = "|".join(re.escape(e.lstrip(".")) for e in sorted(VIDEO_EXTENSIONS, key=len, reverse=True))
-    m = re.match(rf"^(?P<video>.+?\.(?:{exts}))(?:\s+(?P<label>.+))?$", line, re.IGNORECASE)
+    m = _path_then_label().match(line)
     if m:
         return m.group("video"), m.group("label")
     parts = line.rsplit(maxsplit=1)
@@ -270,7 +278,7 @@ def _classify(emb: torch.Tensor, valid: torch.Tensor, class_emb: torch.Tensor, l
 def _run_ssv2(args: argparse.Namespace, preset: Any, classes: list[str]) -> int:
     """Every label text is a candidate for every video (the label file's text, or filled with the video's objects)."""
     from clipvip.data.multiple_choice import fill_something, read_ssv2
-    from clipvip.eval import embed_texts, multiple_choice_accuracy
+    from clipvip.eval import embed_texts, multiple_choice
 
     videos = read_ssv2(args.videos, classes)
     paths = _official_paths([v.video_id for v in videos], preset, args.video_root, args.videos)
@@ -280,13 +288,11 @@ def _run_ssv2(args: argparse.Namespace, preset: Any, classes: list[str]) -> int:
     keep = valid.tolist()
     kept = [v for v, k in zip(videos, keep) if k]
     if args.fill_placeholders:
-        # per-video candidates: embed each distinct sentence once, then gather
+        # per-video candidates (multiple_choice embeds each distinct sentence once)
         cands = [[fill_something(c, v.placeholders) for c in classes] for v in kept]
-        unique = sorted({s for c in cands for s in c})
-        where = {s: i for i, s in enumerate(unique)}
-        text_emb = embed_texts(model, unique, 256, context, progress=True)
-        idx = torch.tensor([[where[s] for s in c] for c in cands])
-        res = multiple_choice_accuracy(emb[valid], text_emb[idx], [v.label for v in kept])
+        res = multiple_choice(
+            model, emb[valid], cands, [v.label for v in kept], context_length=context, batch_size=256, progress=True
+        )
     else:
         text_emb = embed_texts(model, [" ".join(c.split()) for c in classes], 256, context, progress=False)
         res = _classify(emb, valid, text_emb, [v.label for v in videos])

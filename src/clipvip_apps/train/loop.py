@@ -10,13 +10,13 @@ resumed run starts exactly where the straight run goes on.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from clipvip.data import SkipCounter
@@ -79,6 +79,7 @@ def train_one_epoch(run: TrainRun) -> None:
     this_epoch, steps_before = st.epoch, st.step
     batches = run.data.batches(st.epoch, st.batch_in_epoch, pin_memory=run.steps.device.type == "cuda")
     skips = SkipCounter()
+    global_bs = cfg.batch_size * run.dinfo.world_size * cfg.grad_accum
     micro, consumed, loss_sum, t0, exhausted = 0, 0, 0.0, time.perf_counter(), True
     for batch in batches:
         run.skipped += skips.update(batch)
@@ -87,20 +88,19 @@ def train_one_epoch(run: TrainRun) -> None:
             continue  # an all-bad batch (on any rank): every rank skips it, the data position advances
         micro += 1
         loss = run.steps.micro_batch(batch, last=micro == cfg.grad_accum)
-        if not torch.isfinite(loss):
+        if not math.isfinite(loss):
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at optimizer step {st.step + 1} (epoch {st.epoch}, batch "
+                f"loss is {loss} at optimizer step {st.step + 1} (epoch {st.epoch}, batch "
                 f"{st.batch_in_epoch + consumed - 1}); stopped. The last good checkpoint is "
                 f"{run.last_ckpt if run.last_ckpt else 'none (no checkpoint was written yet)'}"
             )
-        loss_sum += loss.item()
+        loss_sum += loss
         if micro < cfg.grad_accum:
             continue
         lr, grad_norm = run.steps.update(st.optimizer, st.scheduler)
         st.step += 1
         st.batch_in_epoch += consumed
         dt = time.perf_counter() - t0
-        global_bs = cfg.batch_size * run.dinfo.world_size * cfg.grad_accum
         rec: dict[str, Any] = {
             "step": st.step,
             "epoch": st.epoch,

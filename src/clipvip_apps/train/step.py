@@ -9,6 +9,7 @@ chunk) and the distributed tests, which compare ranks against one process on exa
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from clipvip.distributed import DistInfo, gather_with_grad
 from clipvip.gradcache import GradCache, average_gradients
 from clipvip.losses import FINETUNE_LOSSES, OCL_STREAMS, ocl_loss
+from clipvip.precision import DTYPES
 from clipvip_apps.train.config import TrainConfig
 
 
@@ -109,8 +111,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     """The mixed-precision context of a step: none for fp32, else torch.autocast in bf16 / fp16."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
 @dataclass
@@ -139,20 +140,21 @@ class StepRunner:
             )
         return cls(model, embedder, grad_cache, cfg, scaler, device, dinfo.distributed)
 
-    def micro_batch(self, batch: dict[str, Any], last: bool) -> Tensor:
+    def micro_batch(self, batch: dict[str, Any], last: bool) -> float:
         """Forward and backward of one micro-batch (its gradient scaled by 1/grad_accum and added); returns the
-        detached loss. A NaN/inf loss is not backpropagated. DDP all-reduces only on the ``last`` micro-batch of
-        an accumulation group."""
+        loss as a float, read from the device once (the only host sync of a micro-batch). A NaN/inf loss is not
+        backpropagated. DDP all-reduces only on the ``last`` micro-batch of an accumulation group."""
         if self.grad_cache is not None:
-            return grad_cache_step(self.grad_cache, self.model, batch, self.cfg, self.scaler, self.device)
+            return grad_cache_step(self.grad_cache, self.model, batch, self.cfg, self.scaler, self.device).item()
         sync = contextlib.nullcontext() if (last or not self.distributed) else self.embedder.no_sync()
         with sync:
             with autocast(self.device, self.cfg.precision):
                 embs, logit_scale = self.embedder(batch)
             loss = contrastive_loss(embs, logit_scale, self.cfg)
-            if torch.isfinite(loss):
+            value = loss.item()
+            if math.isfinite(value):
                 self.scaler.scale(loss / self.cfg.grad_accum).backward()
-        return loss
+        return value
 
     def update(
         self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
