@@ -49,8 +49,9 @@ class DistInfo:
 def launch_env() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) as torchrun set them for this process; (0, 1, 0) without torchrun.
 
-    Reads the environment only and creates no process group: jobs whose ranks never talk to each other (the
-    captioner) use it as it is; ``init_distributed`` builds on it."""
+    Reads the environment only and creates no process group: code that needs only its local rank (the captioner's
+    GPU) uses it as it is; ``init_distributed`` builds on it. Data jobs take their slice from
+    ``clipvip.jobs.worker_slice``, which also reads Slurm arrays."""
     return (
         int(os.environ.get("RANK", "0")),
         int(os.environ.get("WORLD_SIZE", "1")),
