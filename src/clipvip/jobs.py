@@ -33,7 +33,8 @@ ENGINES: tuple[str, ...] = ("local", "ray")
 class PartsJob(Protocol):
     """A job cut into parts, each written atomically by ``run_part``. A job may also define ``plan(parts)``: the
     local engine calls it with the parts it is about to run, in order, and with ``[]`` when it is done, so the job
-    can prepare the next part while one runs (the embed job decodes ahead across part boundaries)."""
+    can prepare the next part while one runs (the embed job decodes ahead across part boundaries). The name is
+    reserved: an attribute called ``plan`` is called as that hook."""
 
     num_parts: int
 

@@ -137,13 +137,13 @@ class PrepareJob:
     crf: int = 23
     preset: str = "veryfast"
     num_parts: int = field(init=False)
-    plan: str = field(init=False)  # ``plan_id()``, hashed once: markers are looked up per part
+    plan_hash: str = field(init=False)  # ``plan_id()``, hashed once: markers are looked up per part
 
     def __post_init__(self) -> None:
         if self.part_size < 1 or self.workers < 1:
             raise ValueError("part_size and workers must be >= 1")
         self.num_parts = (len(self.sources) + self.part_size - 1) // self.part_size
-        self.plan = self.plan_id()
+        self.plan_hash = self.plan_id()
 
     def settings(self) -> dict[str, Any]:
         return {"fps": self.fps, "short_side": self.short_side, "crf": self.crf, "x264_preset": self.preset}
@@ -154,7 +154,7 @@ class PrepareJob:
         return h.hexdigest()[:12]
 
     def marker(self, part: int) -> Path:
-        return Path(self.out) / STATE_DIR / self.plan / f"part-{part:05d}.json"
+        return Path(self.out) / STATE_DIR / self.plan_hash / f"part-{part:05d}.json"
 
     def is_done(self, part: int) -> bool:
         return self.marker(part).is_file()
