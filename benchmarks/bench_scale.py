@@ -14,6 +14,7 @@ against decode-only and encode-only throughput measured in the same run on the s
 
     .venv/bin/python benchmarks/bench_scale.py index --n 1000000 --nlist 4096 --max-index-memory 200M
     .venv/bin/python benchmarks/bench_scale.py embed --videos 200
+    .venv/bin/python benchmarks/bench_scale.py codes    # 8-bit vs 4-bit fast-scan PQ codes, 1M in RAM
 """
 
 from __future__ import annotations
@@ -313,13 +314,13 @@ def bench_coverage(args: argparse.Namespace) -> dict:
     import faiss
 
     from clipvip.embedjob.layout import EmbeddingFolder
-    from clipvip.index.ondisk import read_ondisk
+    from clipvip.index.ondisk import open_faiss_index
     from clipvip.index.ondisk_tune import exact_search_folder, rerank
 
     work = Path(args.workdir)
     folder = EmbeddingFolder(work / "emb")
     meta = json.loads((work / "idx" / "index.json").read_text())
-    index = read_ondisk(work / "idx" / meta["ann"]["file"])
+    index = open_faiss_index(work / "idx", meta)
     ivf = faiss.extract_index_ivf(index)
     q = np.load(work / "in_distribution.npy")[: args.queries]
     truth = exact_search_folder(folder, q, 10)
@@ -337,6 +338,48 @@ def bench_coverage(args: argparse.Namespace) -> dict:
             found = [rerank(folder, x, c[:d])[1][:10] for x, c in zip(q, cand, strict=True)]
             recall[f"nprobe{p}_depth{d}"] = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
     return {"index": meta["ann"]["factory"], "queries": len(q), "coverage": coverage, "recall_after_rerank": recall}
+
+
+def bench_codes(args: argparse.Namespace) -> dict:
+    """8-bit PQ against 4-bit fast-scan PQ (equal and half bytes) on the same IVF, in RAM: per-query scan time
+    (one thread, interleaved over rounds; median of per-round ratios to 8-bit) and recall@10 after an exact
+    re-rank of the top ``depth``, against NumPy brute force."""
+    import faiss
+    from bench_ann import ClusteredEmbeddings
+
+    faiss.omp_set_num_threads(1)
+    gen = ClusteredEmbeddings(args.dim, max(16, args.n // 250), seed=args.seed)
+    x = gen.sample(args.n, np.random.default_rng(args.seed))
+    q = gen.sample(args.queries, np.random.default_rng(args.seed + 99)) + gen.gap
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    sample = x[np.random.default_rng(1).choice(args.n, min(args.n, 40 * args.nlist), replace=False)]
+    codes = [f"PQ{args.dim // 8}", f"PQ{args.dim // 4}x4fs", f"PQ{args.dim // 8}x4fs"]
+    built, out = {}, {"n": args.n, "nlist": args.nlist, "nprobe": args.nprobe, "depth": args.depth, "codes": {}}
+    for code in codes:
+        t = time.perf_counter()
+        index = faiss.index_factory(args.dim, f"IVF{args.nlist},{code}", faiss.METRIC_INNER_PRODUCT)
+        index.train(sample)
+        index.add(x)
+        faiss.extract_index_ivf(index).nprobe = args.nprobe
+        built[code] = index
+        _, cand = index.search(q, args.depth)
+        found = [c[np.argsort(-(x[c] @ qq))[:10]] for qq, c in zip(q, cand, strict=True)]
+        recall = float(np.mean([len(set(f) & set(tr)) / 10 for f, tr in zip(found, truth, strict=True)]))
+        out["codes"][code] = {"build_seconds": time.perf_counter() - t, "recall_at_10": recall, "ms": []}
+    for _ in range(args.rounds):
+        for code in codes:
+            ms = []
+            for qq in q:
+                t = time.perf_counter()
+                built[code].search(qq[None], args.depth)
+                ms.append((time.perf_counter() - t) * 1e3)
+            out["codes"][code]["ms"].append(float(np.median(ms)))
+    for code in codes:
+        c = out["codes"][code]
+        c["ratio_to_8bit"] = float(np.median(np.asarray(c["ms"]) / np.asarray(out["codes"][codes[0]]["ms"])))
+        print(code, json.dumps(c))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,6 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--size", type=int, default=128)
     e.add_argument("--rounds", type=int, default=3)
     e.add_argument("--out", default=str(RESULTS / "scale_embed.json"))
+    k = sub.add_parser("codes", help="8-bit PQ vs 4-bit fast-scan PQ: scan time and recall after re-rank")
+    k.add_argument("--n", type=int, default=1_000_000)
+    k.add_argument("--dim", type=int, default=512)
+    k.add_argument("--nlist", type=int, default=1024)
+    k.add_argument("--nprobe", type=int, default=128)
+    k.add_argument("--depth", type=int, default=1000)
+    k.add_argument("--queries", type=int, default=100)
+    k.add_argument("--rounds", type=int, default=3)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--out", default=str(RESULTS / "scale_pq_codes.json"))
     c = sub.add_parser("coverage")
     c.add_argument("--workdir", required=True, help="the --workdir of a kept `index` run")
     c.add_argument("--queries", type=int, default=100)
@@ -369,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.what == "coverage":
         result = {"machine": machine_info(), **bench_coverage(args)}
+        out = args.out
+    elif args.what == "codes":
+        result = {"machine": machine_info(), **bench_codes(args)}
         out = args.out
     elif args.what == "index":
         result = {"machine": machine_info(), **bench_index(args)}
