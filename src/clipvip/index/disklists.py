@@ -29,12 +29,20 @@ import numpy as np
 from clipvip.index.budget import ID_BYTES
 
 
+def faiss_ivf(index: Any) -> Any:
+    """The IVF index inside ``index`` (under an OPQ transform, if any), as its own class. A view: ``index`` owns
+    it, so keep ``index`` alive while it is used."""
+    import faiss
+
+    return faiss.downcast_index(faiss.extract_index_ivf(index))
+
+
 def _flat_lists(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(codes [n, code_size], ids [n], offsets [nlist + 1]) of the block index at ``path``, grouped by list."""
     import faiss
 
     index = faiss.read_index(path)
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))  # a view: ``index`` owns it, so ``index`` is kept
+    ivf = faiss_ivf(index)
     lists = faiss.downcast_InvertedLists(ivf.invlists)
     if isinstance(lists, faiss.BlockInvertedLists):
         flat = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
@@ -62,7 +70,7 @@ def write_lists(index: Any, blocks: list[str], data: Path, table: Path) -> int:
 
     from clipvip.io import atomic_path
 
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    ivf = faiss_ivf(index)
     code_size, nlist = int(ivf.code_size), int(ivf.nlist)
     packed = isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.BlockInvertedLists)
     packer = ivf.get_CodePacker() if packed else None
@@ -116,7 +124,7 @@ def attach_lists(index: Any, table: Path, count: int) -> Any:
     lists = faiss.read_InvertedLists(faiss.FileIOReader(str(table)), faiss.IO_FLAG_ONDISK_SAME_DIR)
     ondisk = faiss.downcast_InvertedLists(lists)
     ondisk.prefetch_nthread = 0
-    ivf = faiss.extract_index_ivf(index)
+    ivf = faiss_ivf(index)
     ivf.replace_invlists(ondisk, True)
     lists.this.disown()  # the index owns the lists now
     ivf.ntotal = index.ntotal = count

@@ -42,7 +42,7 @@ from clipvip.index.budget import (
     OnDiskConfig,
     choose_params,
 )
-from clipvip.index.disklists import attach_lists, write_lists
+from clipvip.index.disklists import attach_lists, faiss_ivf, write_lists
 from clipvip.index.ondisk_tune import rerank, tune_nprobe
 from clipvip.index.store import FORMAT_VERSION, META_NAME, Hit, VideoIndex
 from clipvip.io import atomic_path, atomic_write_json
@@ -136,7 +136,8 @@ def build_from_embeddings(
     lists, table = out / f"lists-{gen}.ivfdata", out / f"lists-{gen}.ivflists"
     write_lists(index, blocks, lists, table)
     index_file = out / f"ivfpq-{gen}.index"
-    shutil.copyfile(trained, index_file)  # the trained index with empty lists: ``attach_lists`` puts the file's in
+    with atomic_path(index_file) as tmp:  # the trained index with empty lists: ``attach_lists`` puts the file's in
+        shutil.copyfile(trained, tmp)
     del index
     index = read_ondisk(index_file, table, n)
     nprobe, depth, recall = tune_nprobe(index, folder, cfg)
@@ -208,13 +209,6 @@ def _native_stdout_to_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def faiss_ivf(index: Any) -> Any:
-    """The IVF index inside ``index`` (under an OPQ transform, if any), as its own class."""
-    import faiss
-
-    return faiss.downcast_index(faiss.extract_index_ivf(index))
 
 
 def read_ondisk(path: Path, table: Path, count: int) -> Any:
