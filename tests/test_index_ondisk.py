@@ -252,4 +252,5 @@ def test_folder_reads_rows_and_metadata_concurrently_as_one_by_one(tmp_path, mod
     cols = ("path", "start")
     got = folder.rows(ids[:40].tolist(), cols)
     assert got == [{"path": f"/v/{i}.mp4", "start": None} for i in ids[:40]]
+    assert folder.rows(ids[:40].tolist(), cols) == got  # cached groups mixed with fresh ones that evict them
     assert folder.rows(ids[:40].tolist()) == [EmbeddingFolder(root).row(int(i)) for i in ids[:40]]
