@@ -174,6 +174,31 @@ def test_a_failed_part_leaves_the_decode_stream_in_step(tmp_path, model_dir, vid
     assert np.array_equal(_embeddings(tmp_path / "flaky")[1], clean[1])
 
 
+def test_a_part_abandoned_early_does_not_empty_the_next(monkeypatch):
+    """A part whose consumer stops after its first chunk, with samples not yet queued: those are never decoded, and
+    the next part still yields all of its own rows (it once got none, and was written empty and marked done)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import clipvip.embedjob.decode as decode
+    from clipvip.embedjob.inputs import Sample
+
+    decoded: list[str] = []
+
+    def fake_decode(sample, settings, timeout):  # noqa: ANN001, ANN202
+        decoded.append(sample.key)
+        return ([np.zeros((1, 3, 2, 2), np.uint8)], [{"key": sample.key}]), 0.0
+
+    monkeypatch.setattr(decode, "iter_samples", lambda src: [Sample(f"{src}-{i}", f"/{src}/{i}") for i in range(20)])
+    monkeypatch.setattr(decode, "_timed_decode", fake_decode)
+    with ThreadPoolExecutor(1) as pool:
+        stream = decode.DecodeStream([(0, "a"), (1, "b")], {}, 2, 1.0, pool, 1)  # 4 samples queued ahead
+        next(stream.chunks(0))  # part 0's consumer fails after its first chunk
+        chunks = list(stream.chunks(1))
+    assert [r["key"] for c in chunks for r in c.rows] == [f"b-{i}" for i in range(20)]
+    assert chunks[-1].last and sum(c.clips.shape[0] for c in chunks) == 20
+    assert len([k for k in decoded if k.startswith("a-")]) <= 6  # part 0's rest is skipped, not decoded
+
+
 def test_pinned_decoders_equal_unpinned(tmp_path, model_dir, videos):
     """``decode_cpus`` only moves the decode threads (the scale benchmark gives each stage its own core): same output."""
     cpu = (min(os.sched_getaffinity(0)),)

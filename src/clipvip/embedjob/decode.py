@@ -120,7 +120,7 @@ class DecodeStream:
     """Decoded chunks of ``parts`` (in that order), ``batch_size`` consecutive samples each, decoding up to
     ``depth`` samples ahead of the consumer, across part boundaries. ``chunks(part)`` must be called in order; each
     part yields at least one chunk, its last marked. A part whose consumer stopped early (an encoder error) has its
-    leftover decodes dropped when the next part starts."""
+    leftover decodes dropped when the next part starts, and its samples not yet queued are skipped, never decoded."""
 
     def __init__(
         self,
@@ -136,6 +136,7 @@ class DecodeStream:
         self._items = ((p, i, s) for p, src in parts for i, s in enumerate(iter_samples(src)))
         self._ahead: deque[tuple[int, int, Sample, Future]] = deque()
         self._started: set[int] = set()
+        self._current: int | None = None
         self._next = 0
         # two chunks ahead: while the consumer encodes chunk i, chunk i + 1 must already be decoding (measured: with
         # 2 * workers = 4 of an 8-clip chunk ahead, the encoder waited)
@@ -150,6 +151,8 @@ class DecodeStream:
             if item is None:
                 return
             p, i, sample = item
+            if p in self._started and p != self._current:  # the rest of a part whose consumer stopped early
+                continue
             self._ahead.append((p, i, sample, self.pool.submit(_timed_decode, sample, self.settings, self.timeout)))
 
     def chunks(self, part: int) -> Iterator[DecodedChunk]:
@@ -159,6 +162,7 @@ class DecodeStream:
         while self._ahead and self._ahead[0][0] in self._started:  # an earlier part's leftovers
             self._ahead.popleft()[3].cancel()
         self._started.add(part)
+        self._current = part
         chunk, clips = DecodedChunk(part, 0, None), []
         self._fill()
         while self._ahead and self._ahead[0][0] == part:
