@@ -75,8 +75,12 @@ def tune_nprobe(index: Any, folder: EmbeddingFolder, cfg: OnDiskConfig) -> tuple
     for nprobe in probes:
         ivf.nprobe = nprobe
         _, cand = index.search(queries, depths[-1])
+        # each query's candidates are read and scored once; a shallower depth re-ranks a prefix of them (FAISS pads
+        # a short result with -1 at the end only, so the valid prefix of c[:depth] is valid[:depth])
+        valid = [c[c >= 0] for c in cand]
+        scores = [folder.read_rows(v) @ q for q, v in zip(queries, valid, strict=True)]
         for depth in depths:
-            found = [_pad(rerank(folder, q, c[:depth])[1][:k], k) for q, c in zip(queries, cand, strict=True)]
+            found = [_pad(_best(s[:depth], v[:depth], k), k) for s, v in zip(scores, valid, strict=True)]
             recall = recall_at_k(np.stack(found), truth)
             if recall >= cfg.target_recall:
                 return nprobe, depth, recall
@@ -97,6 +101,11 @@ def tune_nprobe(index: Any, folder: EmbeddingFolder, cfg: OnDiskConfig) -> tuple
 
 
 PROBES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+def _best(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best ``ids`` by exact score, in ``rerank``'s order (stable, best first)."""
+    return ids[np.argsort(-scores, kind="stable")][:k]
 
 
 def _pad(ids: np.ndarray, k: int) -> np.ndarray:
