@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -58,14 +59,21 @@ def default_nlist(n: int) -> int:
 def exact_topk(emb: np.ndarray, queries: np.ndarray, k: int, block: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k by inner product: (scores [Q, k], ids [Q, k]), best first. Blocks over the collection so
     the [Q, N] score matrix never has to exist at once for large N."""
+    return exact_topk_blocks(((lo, emb[lo : lo + block]) for lo in range(0, emb.shape[0], block)), queries, k)
+
+
+def exact_topk_blocks(
+    blocks: Iterable[tuple[int, np.ndarray]], queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``exact_topk`` over (first id, rows) blocks, e.g. an embedding folder streamed part by part."""
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-    n = emb.shape[0]
-    k = min(k, n)
     best_s = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
     best_i = np.zeros((queries.shape[0], 0), dtype=np.int64)
-    for lo in range(0, n, block):
-        s = queries @ np.asarray(emb[lo : lo + block], dtype=np.float32).T
+    for lo, rows in blocks:
+        s = queries @ np.asarray(rows, dtype=np.float32).T
         kk = min(k, s.shape[1])
+        if kk <= 0:
+            continue
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         best_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)
         best_i = np.concatenate([best_i, part + lo], axis=1)

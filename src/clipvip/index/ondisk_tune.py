@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from clipvip.embedjob.layout import EmbeddingFolder
-from clipvip.index.ann import recall_at_k
+from clipvip.index.ann import exact_topk_blocks, recall_at_k
 from clipvip.index.budget import OnDiskConfig, nprobe_ceiling
 
 log = logging.getLogger(__name__)
@@ -22,17 +22,7 @@ log = logging.getLogger(__name__)
 
 def exact_search_folder(folder: EmbeddingFolder, queries: np.ndarray, k: int) -> np.ndarray:
     """Ids of the exact top-k by inner product over the whole folder, streamed block by block."""
-    best_s = np.full((len(queries), 0), -np.inf, np.float32)
-    best_i = np.zeros((len(queries), 0), np.int64)
-    for first, x in folder.iter_blocks(65_536):
-        s = queries @ x.T
-        kk = min(k, s.shape[1])
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        best_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], 1)
-        best_i = np.concatenate([best_i, part + first], 1)
-        keep = np.argsort(-best_s, axis=1)[:, :k]
-        best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
-    return best_i
+    return exact_topk_blocks(folder.iter_blocks(65_536), queries, k)[1]
 
 
 def rerank(folder: EmbeddingFolder, query: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
