@@ -31,10 +31,10 @@ ENGINES: tuple[str, ...] = ("local", "ray")
 
 
 class PartsJob(Protocol):
-    """A job cut into parts, each written atomically by ``run_part``. A job may also define ``plan(parts)``: the
-    local engine calls it with the parts it is about to run, in order, and with ``[]`` when it is done, so the job
-    can prepare the next part while one runs (the embed job decodes ahead across part boundaries). The name is
-    reserved: an attribute called ``plan`` is called as that hook."""
+    """A job cut into parts, each written atomically by ``run_part``. A job may also define
+    ``will_run_parts(parts)``: the local engine calls it with the parts it is about to run, in order, and with ``[]``
+    when it is done, so the job can prepare the next part while one runs (the embed job decodes ahead across part
+    boundaries). The long name keeps it from being mistaken for a job's own attribute (it once was: ``plan``)."""
 
     num_parts: int
 
@@ -137,9 +137,9 @@ def run_job(
 def _run_local(job: PartsJob, todo: list[int], summary: JobSummary, progress: bool) -> None:
     from tqdm import tqdm
 
-    plan = getattr(job, "plan", None)
-    if plan is not None:
-        plan(todo)
+    will_run = getattr(job, "will_run_parts", None)
+    if will_run is not None:
+        will_run(todo)
     try:
         for p in tqdm(todo, desc="parts", unit="part", disable=not progress or not todo):
             try:
@@ -152,8 +152,8 @@ def _run_local(job: PartsJob, todo: list[int], summary: JobSummary, progress: bo
                 if os.environ.get("CLIPVIP_DEBUG"):
                     traceback.print_exc()
     finally:
-        if plan is not None:
-            plan([])
+        if will_run is not None:
+            will_run([])
 
 
 def _run_ray(

@@ -125,7 +125,7 @@ class EmbedJob:
         with decode_pool(workers, self.cfg.decode_cpus) as pool:
             yield from self._new_stream([part], pool, workers).chunks(part)
 
-    def plan(self, parts: list[int]) -> None:
+    def will_run_parts(self, parts: list[int]) -> None:
         """The parts this process runs next, in order (``clipvip.jobs`` calls it; ``[]`` when done): decoding then
         runs ahead across their boundaries on one pool kept for the job."""
         if self._stream is not None:
