@@ -1,13 +1,17 @@
 """`clipvip embed`: the parts layout read the way embedding-reader reads it, resume, inputs (folder, manifest,
-WebDataset shards), and identical embeddings from every engine (one process, 2 gloo ranks, Ray Data, Ray Data with
-an encoder actor killed mid-run)."""
+WebDataset shards), identical embeddings from every engine (one process, 2 gloo ranks, Ray Data, Ray Data with
+an encoder actor killed mid-run), and the decoders: worker processes writing into shared buffers give exactly what
+decode threads give, a worker that dies is replaced, a file that kills it every time is named as failed, and too
+little /dev/shm falls back to threads."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,10 @@ from support import run_ranks, save_tiny_model
 from test_index import _direct_embedding, _video
 
 import clipvip
-from clipvip.embedjob import EmbedConfig, EmbeddingFolder, plan_parts, prepare_job
+from clipvip.embedjob import EmbedConfig, EmbeddingFolder, Sample, decode_procs, plan_parts, prepare_job
+from clipvip.embedjob import decode as decode_mod
+from clipvip.embedjob.decode import ThreadDecoders
+from clipvip.embedjob.decode_procs import ProcessDecoders
 from clipvip.embedjob.ray_data import EncoderActor, run_embed_ray
 from clipvip.jobs import run_job
 from clipvip_apps.cli import main
@@ -177,8 +184,6 @@ def test_a_failed_part_leaves_the_decode_stream_in_step(tmp_path, model_dir, vid
 def test_a_part_abandoned_early_does_not_empty_the_next(monkeypatch):
     """A part whose consumer stops after its first chunk, with samples not yet queued: those are never decoded, and
     the next part still yields all of its own rows (it once got none, and was written empty and marked done)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import clipvip.embedjob.decode as decode
     from clipvip.embedjob.inputs import Sample
 
@@ -186,14 +191,17 @@ def test_a_part_abandoned_early_does_not_empty_the_next(monkeypatch):
 
     def fake_decode(sample, settings, timeout):  # noqa: ANN001, ANN202
         decoded.append(sample.key)
-        return ([np.zeros((1, 3, 2, 2), np.uint8)], [{"key": sample.key}]), 0.0
+        return [np.zeros((1, 3, 2, 2), np.uint8)], [{"key": sample.key}]
 
     monkeypatch.setattr(decode, "iter_samples", lambda src: [Sample(f"{src}-{i}", f"/{src}/{i}") for i in range(20)])
-    monkeypatch.setattr(decode, "_timed_decode", fake_decode)
-    with ThreadPoolExecutor(1) as pool:
-        stream = decode.DecodeStream([(0, "a"), (1, "b")], {}, 2, 1.0, pool, 1)  # 4 samples queued ahead
+    monkeypatch.setattr(decode, "decode_sample", fake_decode)
+    decoders = decode.ThreadDecoders(1)
+    try:
+        stream = decode.DecodeStream([(0, "a"), (1, "b")], {}, 2, 1.0, decoders)  # 2 chunks of 2 queued ahead
         next(stream.chunks(0))  # part 0's consumer fails after its first chunk
         chunks = list(stream.chunks(1))
+    finally:
+        decoders.close()
     assert [r["key"] for c in chunks for r in c.rows] == [f"b-{i}" for i in range(20)]
     assert chunks[-1].last and sum(c.clips.shape[0] for c in chunks) == 20
     assert len([k for k in decoded if k.startswith("a-")]) <= 6  # part 0's rest is skipped, not decoded
@@ -264,3 +272,106 @@ def test_ray_data_equals_one_process_and_survives_a_killed_actor(tmp_path, model
         assert [r["path"] for r in _read_like_embedding_reader(out)[1]] == [
             r["path"] for r in _read_like_embedding_reader(tmp_path / "local")[1]
         ]
+
+
+# ------------------------------------------------------------------------------------------ decoders
+
+
+def _job(model_dir: Path, videos: Path, out: Path, **kw):  # noqa: ANN202
+    cfg = EmbedConfig(model=str(model_dir), out=str(out), batch_size=3, precision="fp32", threads=1, **kw)
+    return prepare_job(cfg, plan_parts([str(videos)], 4))
+
+
+def _decode_all(job, decoders) -> list[tuple]:  # noqa: ANN001
+    """Every chunk of every part, clips copied out (they may be borrowed until the next chunk)."""
+    stream = job.stream(list(range(job.num_parts)), decoders)
+    out = []
+    try:
+        for p in range(job.num_parts):
+            for c in stream.chunks(p):
+                clips = None if c.clips is None else np.array(c.clips)
+                out.append((c.part, c.index, c.last, clips, c.rows, c.failed))
+    finally:
+        decoders.close()
+    return out
+
+
+def _same(a: list[tuple], b: list[tuple]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x[:3] == y[:3] and x[4:] == y[4:]
+        assert (x[3] is None and y[3] is None) or np.array_equal(x[3], y[3])
+
+
+@pytest.mark.parametrize("window", [None, 0.5])
+def test_process_decoders_equal_thread_decoders(tmp_path, model_dir, videos, window):
+    """window 0.5 s: each 2 s video is 4+ clips, more than a 3-clip buffer holds, so chunks come back pickled."""
+    job = _job(model_dir, videos, tmp_path / "o", window=window)
+    decoders = job.new_decoders()
+    assert isinstance(decoders, ProcessDecoders)
+    shm = Path("/dev/shm") / decoders._shm.name
+    assert shm.exists()
+    got = _decode_all(job, decoders)
+    assert not shm.exists()  # close() unlinked the buffers
+    want = _decode_all(job, ThreadDecoders(2))
+    _same(got, want)
+    rows = sum(len(c[4]) for c in got)
+    assert rows == 7 if window is None else max(len(c[4]) for c in got) > 3  # > 3: more than a buffer holds
+    assert [f["file"] for c in got for f in c[5]] == [str(videos / "broken.mp4")]
+
+
+def _die_unless_marked(marker: str, key: str, path: str) -> Sample:
+    """Unpickled in a decode worker: exits like a crash (no cleanup), once if ``marker`` is a path, else always."""
+    if not marker or not os.path.exists(marker):
+        if marker:
+            Path(marker).touch()
+        os._exit(1)
+    return Sample(key, path)
+
+
+@dataclass(frozen=True)
+class KillsItsDecoder(Sample):
+    """A sample whose decode worker dies when it receives it, as if FFmpeg crashed on the file."""
+
+    marker: str = ""
+
+    def __reduce__(self):  # noqa: ANN204 - the worker rebuilds it through _die_unless_marked
+        return (_die_unless_marked, (self.marker, self.key, self.path))
+
+
+def test_a_dead_decoder_is_replaced_and_a_file_that_kills_it_is_named(tmp_path, model_dir, videos, monkeypatch):
+    job = _job(model_dir, videos, tmp_path / "o")
+    want = _decode_all(job, ThreadDecoders(1))
+    real = decode_mod.iter_samples
+
+    def with_killers(src):  # noqa: ANN001, ANN202 - part 0 gets a worker that dies once; part 1 a file that always kills
+        samples = list(real(src))
+        if src == job.parts[0]:
+            samples.insert(1, KillsItsDecoder("once", samples[1].path, marker=str(tmp_path / "died-once")))
+        if src == job.parts[1]:
+            samples.insert(2, KillsItsDecoder("always", "/videos/crasher.mp4"))
+        return samples
+
+    monkeypatch.setattr(decode_mod, "iter_samples", with_killers)
+    got = _decode_all(job, job.new_decoders())
+    assert (tmp_path / "died-once").exists()  # a worker really died
+    crashed = [f for c in got for f in c[5] if f["file"] == "/videos/crasher.mp4"]
+    assert len(crashed) == 1 and "crashed" in crashed[0]["reason"]
+    # the sample that killed a worker once was decoded on the retry: part 0 has one more row than without it
+    rows = [r for c in got for r in c[4]]
+    assert [r["key"] for r in rows].count("once") == 1
+    assert [r for r in rows if r["key"] != "once"] == [r for c in want for r in c[4]]
+    clips = np.concatenate([c[3] for c in got if c[3] is not None])
+    keep = [i for i, r in enumerate(rows) if r["key"] != "once"]
+    assert np.array_equal(clips[keep], np.concatenate([c[3] for c in want if c[3] is not None]))
+
+
+def test_too_little_shared_memory_decodes_on_threads(tmp_path, model_dir, videos, monkeypatch, caplog):
+    monkeypatch.setattr(decode_procs, "shared_memory_room", lambda: 0)
+    job = _job(model_dir, videos, tmp_path / "o")
+    with caplog.at_level(logging.WARNING):
+        decoders = job.new_decoders()
+    decoders.close()
+    assert isinstance(decoders, ThreadDecoders)
+    assert "/dev/shm" in caplog.text and "--shm-size" in caplog.text
+    assert isinstance(_job(model_dir, videos, tmp_path / "t", decode_in="threads").new_decoders(), ThreadDecoders)

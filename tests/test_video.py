@@ -313,6 +313,18 @@ def test_normalize_matches_torchvision() -> None:
         normalize(torch.zeros(4, 8, 8))
 
 
+def test_normalize_in_place_is_the_out_of_place_formula_and_leaves_its_input() -> None:
+    """normalize works in place on one copy (a speed choice): the bits must be those of ``(x / 255 - mean) / std``,
+    and float32 input, which ``.to(float32)`` would not copy, must come back untouched."""
+    mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
+    std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
+    x = torch.randint(0, 256, (2, 5, 3, 16, 16), dtype=torch.uint8)
+    assert torch.equal(normalize(x), (x.float() / 255.0 - mean) / std)
+    f = x.float()
+    before = f.clone()
+    assert torch.equal(normalize(f), normalize(x)) and torch.equal(f, before)
+
+
 # ------------------------------------------------------------------------------------------ real fixtures
 
 VIDEO_FIXTURES = ["mmaction2_demo.mp4", "mmaction2_test.avi", "decord_flipping_a_pancake.mkv", "human2bot_task5_0.webm"]

@@ -9,19 +9,21 @@ bit-identical (CPU matmuls can round differently for a different batch compositi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from clipvip.embedjob.decode import DecodedChunk, DecodeStream, decode_pool
+from clipvip.embedjob.decode import DecodedChunk, Decoders, DecodeStream, ThreadDecoders
 from clipvip.embedjob.inputs import PartSource
 from clipvip.embedjob.layout import META_FILE, stats_path, write_part
 from clipvip.io import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,8 +37,11 @@ class EmbedConfig:
     stride: float | None = None
     batch_size: int = 8  # samples per chunk = per encoder batch
     dtype: Literal["fp16", "fp32"] = "fp16"
-    decode_workers: int = 2  # decode threads of the one-process engine
-    # Pin the decode threads to these CPUs (None: anywhere). WHY: where some cores feed the encoder (a GPU's feeder,
+    decode_workers: int = 2  # decoders of the one-process engine
+    # Processes (the default) write frames into shared memory and leave the encoder's interpreter lock alone; threads
+    # need no /dev/shm (used anyway when it is too small for the buffers). See embedjob/decode_procs.py.
+    decode_in: Literal["processes", "threads"] = "processes"
+    # Pin the decoders to these CPUs (None: anywhere). WHY: where some cores feed the encoder (a GPU's feeder,
     # or a CPU encoder), decoders pinned elsewhere cannot preempt it; the scale benchmark gives each stage a core.
     decode_cpus: tuple[int, ...] | None = None
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -53,6 +58,8 @@ class EmbedConfig:
             raise ValueError(f"window must be > 0 seconds, got {self.window}")
         if self.stride is not None and (self.window is None or self.stride <= 0):
             raise ValueError("stride needs a window and must be > 0")
+        if self.decode_in not in ("processes", "threads"):
+            raise ValueError(f"decode_in must be processes or threads, got {self.decode_in!r}")
 
 
 class Encoder:
@@ -79,8 +86,9 @@ class Encoder:
         out = []
         with torch.inference_mode():
             for lo in range(0, len(clips), self.batch_size):
-                x = normalize(torch.from_numpy(np.ascontiguousarray(clips[lo : lo + self.batch_size])))
-                out.append(self.model.encode_video(x.to(self.device)).float().cpu().numpy())
+                # uint8 to the device, normalised there: a quarter of the bytes over PCIe, the arithmetic on the GPU
+                x = torch.from_numpy(np.ascontiguousarray(clips[lo : lo + self.batch_size])).to(self.device)
+                out.append(self.model.encode_video(normalize(x)).float().cpu().numpy())
         return np.concatenate(out)
 
 
@@ -102,11 +110,11 @@ class EmbedJob:
         self.settings = frame_settings(cfg, model_meta["config"])
         self.num_parts = len(parts)
         self._encoder: Encoder | None = None
-        self._pool: Executor | None = None
+        self._decoders: Decoders | None = None
         self._stream: DecodeStream | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # the model and the decoders are made again wherever the job runs
-        return {**self.__dict__, "_encoder": None, "_pool": None, "_stream": None}
+        return {**self.__dict__, "_encoder": None, "_decoders": None, "_stream": None}
 
     def encoder(self) -> Encoder:
         if self._encoder is None:
@@ -116,14 +124,40 @@ class EmbedJob:
     def is_done(self, part: int) -> bool:
         return stats_path(self.cfg.out, part).exists()
 
-    def _new_stream(self, parts: list[int], pool: Executor, workers: int) -> DecodeStream:
+    def new_decoders(self) -> Decoders:
+        """The decoders ``cfg`` asks for: processes with shared chunk buffers, unless /dev/shm has too little room
+        for them (a container's default 64 MB) or threads were asked for."""
+        workers = self.cfg.decode_workers
+        if self.cfg.decode_in == "processes":
+            from clipvip.embedjob.decode_procs import SHM_DIR, ProcessDecoders, shared_memory_room
+
+            s = self.settings
+            shape = (self.cfg.batch_size, s["num_frames"], 3, s["image_size"], s["image_size"])
+            slots = 2 * max(1, workers) + 3  # chunks ahead (workers + 1), one borrowed, abandoned ones finishing
+            need, room = slots * int(np.prod(shape)), shared_memory_room()
+            if need <= room // 2:
+                return ProcessDecoders(workers, shape, slots, self.cfg.decode_cpus)
+            log.warning(
+                "%s has %.0f MB free, %.0f MB wanted for decode buffers: decoding on threads (slower beside a CPU "
+                "encoder); give the container more shared memory (docker run --shm-size)",
+                SHM_DIR,
+                room / 2**20,
+                2 * need / 2**20,
+            )
+        return ThreadDecoders(workers, self.cfg.decode_cpus)
+
+    def stream(self, parts: list[int], decoders: Decoders) -> DecodeStream:
+        """Decoded chunks of ``parts``, in order, from ``decoders``."""
         sources = [(p, self.parts[p]) for p in parts]
-        return DecodeStream(sources, self.settings, self.cfg.batch_size, self.cfg.timeout, pool, workers)
+        return DecodeStream(sources, self.settings, self.cfg.batch_size, self.cfg.timeout, decoders)
 
     def decoded_chunks(self, part: int, workers: int) -> Iterator[DecodedChunk]:
-        """Part ``part`` decoded on a pool of its own (the Ray decode task, the benchmark's decode-only stage)."""
-        with decode_pool(workers, self.cfg.decode_cpus) as pool:
-            yield from self._new_stream([part], pool, workers).chunks(part)
+        """Part ``part`` decoded on threads of its own, clips owned (the Ray decode task: a process of its own)."""
+        decoders = ThreadDecoders(workers, self.cfg.decode_cpus)
+        try:
+            yield from self.stream([part], decoders).chunks(part)
+        finally:
+            decoders.close()
 
     def will_run_parts(self, parts: list[int]) -> None:
         """The parts this process runs next, in order (``clipvip.jobs`` calls it; ``[]`` when done): decoding then
@@ -132,12 +166,13 @@ class EmbedJob:
             self._stream.cancel()
             self._stream = None
         if parts:
-            if self._pool is None:
-                self._pool = decode_pool(self.cfg.decode_workers, self.cfg.decode_cpus)
-            self._stream = self._new_stream(parts, self._pool, self.cfg.decode_workers)
-        elif self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+            if self._decoders is None:
+                self._decoders = self.new_decoders()
+            self._stream = self.stream(parts, self._decoders)
+            self._stream.prime()
+        elif self._decoders is not None:
+            self._decoders.close()
+            self._decoders = None
 
     def run_part(self, part: int) -> dict[str, Any]:
         t0 = time.perf_counter()

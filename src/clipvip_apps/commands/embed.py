@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=float, default=None, help="seconds: one row per window of longer videos")
     p.add_argument("--stride", type=float, default=None, help="seconds between window starts (default --window)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2, help="decode threads (local engine)")
+    p.add_argument("--workers", type=int, default=2, help="decoders (local engine)")
+    p.add_argument("--decode-in", choices=["processes", "threads"], default="processes",
+                   help="local engine: decode in worker processes writing to shared memory (default), or threads")  # fmt: skip
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="encoder precision")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         dtype="fp32" if args.fp32 else "fp16",
         decode_workers=args.workers,
+        decode_in=args.decode_in,
         precision=args.precision,
     )
     job = prepare_job(cfg, plan_parts(args.inputs, args.rows_per_part))
