@@ -32,3 +32,26 @@ def intra_op_threads(request: pytest.FixtureRequest) -> Iterator[int]:
     torch.set_num_threads(request.param)
     yield request.param
     torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------- the embed job's model and inputs
+# (test_embed_job.py and test_embed_decoders.py; a module that defines its own model_dir or videos uses its own)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from support import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """7 short clips and one file that is not a video."""
+    from test_index import _video
+
+    d = tmp_path_factory.mktemp("videos")
+    for i in range(7):
+        _video(d / f"clip{i}.mp4", i)
+    (d / "broken.mp4").write_bytes(b"\x00not a video" * 64)
+    return d

@@ -138,9 +138,9 @@ def _run_local(job: PartsJob, todo: list[int], summary: JobSummary, progress: bo
     from tqdm import tqdm
 
     will_run = getattr(job, "will_run_parts", None)
-    if will_run is not None:
-        will_run(todo)
     try:
+        if will_run is not None:
+            will_run(todo)
         for p in tqdm(todo, desc="parts", unit="part", disable=not progress or not todo):
             try:
                 summary.stats[p] = job.run_part(p)

@@ -180,11 +180,16 @@ class ThreadDecoders:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _chunked(parts: Iterable[tuple[int, PartSource]], size: int) -> Iterator[tuple[int, int, list[Sample]]]:
+def _chunked(parts: Iterable[tuple[int, PartSource]], size: int) -> Iterator[tuple[int, int, list[Sample] | Exception]]:
+    """(part, chunk index, samples) in order; a part whose input cannot be listed (an unreadable shard) ends with
+    (part, -1, the error), and the next parts still come: the error is that part's, not the one running now."""
     for p, src in parts:
-        it = iter(iter_samples(src))
-        for index, samples in enumerate(iter(lambda it=it: list(islice(it, size)), [])):
-            yield p, index, samples
+        try:
+            it = iter(iter_samples(src))
+            for index, samples in enumerate(iter(lambda it=it: list(islice(it, size)), [])):
+                yield p, index, samples
+        except Exception as e:  # noqa: BLE001 - raised by that part's chunks(), so only that part fails
+            yield p, -1, e
 
 
 class DecodeStream:
@@ -205,7 +210,7 @@ class DecodeStream:
         self.order = [p for p, _ in parts]
         self.settings, self.timeout, self.decoders = settings, timeout, decoders
         self._items = _chunked(parts, batch_size)
-        self._peeked: tuple[int, int, list[Sample]] | None = None
+        self._peeked: tuple[int, int, list[Sample] | Exception] | None = None
         self._ahead: deque[tuple[int, int, Any]] = deque()
         self._borrowed: Any = None
         self._started: set[int] = set()
@@ -218,7 +223,7 @@ class DecodeStream:
     def is_next(self, part: int) -> bool:
         return self._next < len(self.order) and self.order[self._next] == part
 
-    def _peek(self) -> tuple[int, int, list[Sample]] | None:
+    def _peek(self) -> tuple[int, int, list[Sample] | Exception] | None:
         if self._peeked is None:
             self._peeked = next(self._items, None)
         return self._peeked
@@ -230,11 +235,18 @@ class DecodeStream:
                 return
             p, index, samples = item
             if p not in self._started or p == self._current:  # else: the rest of a part that stopped early
-                ticket = self.decoders.submit(samples, self.settings, self.timeout, block=not self._ahead)
-                if ticket is None:  # no free buffer yet: the next release makes one
-                    return
+                if isinstance(samples, Exception):  # the part's listing failed: its consumer raises it
+                    ticket: Any = samples
+                else:
+                    ticket = self.decoders.submit(samples, self.settings, self.timeout, block=not self._ahead)
+                    if ticket is None:  # no free buffer yet: the next release makes one
+                        return
                 self._ahead.append((p, index, ticket))
             self._peeked = None
+
+    def _release(self, ticket: Any) -> None:
+        if not isinstance(ticket, Exception):
+            self.decoders.release(ticket)
 
     def prime(self) -> None:
         """Start decoding now (the job calls it before loading its model, so the two overlap)."""
@@ -257,7 +269,7 @@ class DecodeStream:
         self._next += 1
         self._give_back()
         while self._ahead and self._ahead[0][0] in self._started:  # an earlier part's leftovers
-            self.decoders.release(self._ahead.popleft()[2])
+            self._release(self._ahead.popleft()[2])
         self._started.add(part)
         self._current = part
         self._fill()
@@ -267,6 +279,8 @@ class DecodeStream:
                 self._fill()
                 continue
             _, index, ticket = self._ahead.popleft()
+            if isinstance(ticket, Exception):
+                raise ticket
             self._borrowed = ticket
             self._fill()
             r = self.decoders.take(ticket)
@@ -281,4 +295,4 @@ class DecodeStream:
         """Drop what is queued (the job is over, or the plan changed)."""
         self._give_back()
         while self._ahead:
-            self.decoders.release(self._ahead.popleft()[2])
+            self._release(self._ahead.popleft()[2])

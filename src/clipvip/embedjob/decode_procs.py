@@ -36,12 +36,22 @@ SHM_DIR = "/dev/shm"
 _worker: dict[str, Any] = {}
 
 
+def _exit_with(parent: Any) -> None:
+    parent.join()  # returns when the job's process is gone
+    os._exit(1)
+
+
 def _worker_init(shm_name: str, shape: tuple[int, ...], cpus: tuple[int, ...] | None) -> None:
     import signal
 
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the job's to handle: it stops the pool, once
+    # A worker outlives a job killed without cleanup (SIGKILL, OOM): it waits on its queue for ever, and the fork
+    # server stays up for it. So each worker watches the job's process and exits with it.
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     torch.set_num_threads(1)  # a decoder uses one core; torch's pool would spread its few ops over all
     if cpus:
         os.sched_setaffinity(0, cpus)
@@ -60,6 +70,15 @@ def _decode_into(samples: list[Sample], settings: dict[str, Any], timeout: float
                 buf[i] = c
             return ChunkResult(None, len(clips), rows, failed, seconds)
     return ChunkResult(np.stack(clips) if clips else None, len(clips), rows, failed, seconds)
+
+
+class _Borrowed:
+    """A view of the shared buffers that keeps them mapped while it lives: numpy does not hold the buffer it was
+    made from, so a view made straight from ``SharedMemory.buf`` would point at unmapped memory after ``close``."""
+
+    def __init__(self, view: np.ndarray, shm: SharedMemory) -> None:
+        self.__array_interface__ = view.__array_interface__
+        self._view, self._shm = view, shm
 
 
 def shared_memory_room() -> int:
@@ -96,6 +115,9 @@ class ProcessDecoders:
         self, workers: int, chunk_shape: tuple[int, ...], slots: int, cpus: tuple[int, ...] | None = None
     ) -> None:
         self.workers = max(1, workers)
+        if slots < self.min_slots(self.workers):
+            raise ValueError(f"{slots} buffers for {self.workers} decoders: a DecodeStream needs at least "
+                             f"{self.min_slots(self.workers)} (fewer can wait for ever)")  # fmt: skip
         self.cpus = cpus
         self.shape = (slots, *chunk_shape)
         self._shm = SharedMemory(create=True, size=max(1, int(np.prod(self.shape))))
@@ -103,9 +125,16 @@ class ProcessDecoders:
         self._free = list(range(slots))
         self._cv = threading.Condition()
         self._ctx = mp.get_context("forkserver")
-        # what a decode imports, loaded once in the server (no effect once the server runs)
+        # What a decode imports, loaded once in the server. This sets multiprocessing's one fork server for the
+        # whole process, and does nothing if it already runs (then each worker imports torch itself, ~2.5 s).
         self._ctx.set_forkserver_preload(["clipvip.embedjob.decode_procs", "clipvip.video", "clipvip.index.build"])
         self._pool = self._new_pool()
+
+    @staticmethod
+    def min_slots(workers: int) -> int:
+        """Buffers a DecodeStream may hold at once: ``workers + 1`` chunks ahead, one borrowed by the consumer, and
+        up to ``workers + 1`` of a part that stopped early whose workers are still writing."""
+        return 2 * max(1, workers) + 3
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -124,7 +153,8 @@ class ProcessDecoders:
 
     def _restart(self, broken: ProcessPoolExecutor) -> None:
         if broken is self._pool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # wait: the broken pool's workers are gone before a retry writes into the buffer they may have held
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = self._new_pool()
 
     def submit(self, samples: list[Sample], settings: dict[str, Any], timeout: float, block: bool) -> _Ticket | None:
@@ -154,7 +184,7 @@ class ProcessDecoders:
             t.future, t.pool = self._run(t, t.slot, t.samples), self._pool
             return self.take(t)
         if r.clips is None and r.count:
-            r.clips = self._buffers[t.slot][: r.count]
+            r.clips = np.asarray(_Borrowed(self._buffers[t.slot][: r.count], self._shm))
         return r
 
     def _one_by_one(self, t: _Ticket) -> ChunkResult:
@@ -194,10 +224,8 @@ class ProcessDecoders:
             self._cv.notify()
 
     def close(self) -> None:
+        """Stop the workers and remove the buffers' name. The mapping goes when the last view of it does (a caller
+        may still hold a borrowed chunk), not here."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._buffers = None  # type: ignore[assignment]
-        try:
-            self._shm.close()
-        except BufferError:  # a caller still holds a borrowed chunk: the mapping goes with it
-            pass
         self._shm.unlink()

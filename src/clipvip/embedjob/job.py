@@ -39,7 +39,8 @@ class EmbedConfig:
     dtype: Literal["fp16", "fp32"] = "fp16"
     decode_workers: int = 2  # decoders of the one-process engine
     # Processes (the default) write frames into shared memory and leave the encoder's interpreter lock alone; threads
-    # need no /dev/shm (used anyway when it is too small for the buffers). See embedjob/decode_procs.py.
+    # need no /dev/shm (used anyway when it is too small for the buffers). See embedjob/decode_procs.py. From Python,
+    # run a job with processes under ``if __name__ == "__main__":``: the workers import the calling script's module.
     decode_in: Literal["processes", "threads"] = "processes"
     # Pin the decoders to these CPUs (None: anywhere). WHY: where some cores feed the encoder (a GPU's feeder,
     # or a CPU encoder), decoders pinned elsewhere cannot preempt it; the scale benchmark gives each stage a core.
