@@ -112,6 +112,11 @@ class ChunkResult:
     failed: list[dict[str, str]]
     seconds: float
 
+    @classmethod
+    def stacked(cls, clips: list[np.ndarray], rows: list, failed: list, seconds: float) -> ChunkResult:
+        """The clips stacked into one array (returned by value, not in a shared buffer)."""
+        return cls(np.stack(clips) if clips else None, len(clips), rows, failed, seconds)
+
 
 def decode_chunk(samples: list[Sample], settings: dict[str, Any], timeout: float) -> tuple[list, list, list, float]:
     """Decode samples in order: (clips, rows, failed, seconds). A sample that cannot be decoded is named in
@@ -133,11 +138,10 @@ def decode_chunk(samples: list[Sample], settings: dict[str, Any], timeout: float
 
 
 def _decode_stacked(samples: list[Sample], settings: dict[str, Any], timeout: float) -> ChunkResult:
-    clips, rows, failed, seconds = decode_chunk(samples, settings, timeout)
-    return ChunkResult(np.stack(clips) if clips else None, len(clips), rows, failed, seconds)
+    return ChunkResult.stacked(*decode_chunk(samples, settings, timeout))
 
 
-def _pin(cpus: tuple[int, ...] | None) -> None:
+def pin(cpus: tuple[int, ...] | None) -> None:
     """Pin the calling thread (Linux ``sched_setaffinity(0)`` is per thread; in a worker process, the process)."""
     if cpus:
         os.sched_setaffinity(0, cpus)
@@ -165,7 +169,7 @@ class ThreadDecoders:
 
     def __init__(self, workers: int, cpus: tuple[int, ...] | None = None) -> None:
         self.workers = max(1, workers)
-        self._pool = ThreadPoolExecutor(self.workers, initializer=_pin, initargs=(cpus,))
+        self._pool = ThreadPoolExecutor(self.workers, initializer=pin, initargs=(cpus,))
 
     def submit(self, samples: list[Sample], settings: dict[str, Any], timeout: float, block: bool) -> Future:
         return self._pool.submit(_decode_stacked, samples, settings, timeout)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from clipvip.embedjob.decode import ChunkResult, decode_chunk
+from clipvip.embedjob.decode import ChunkResult, decode_chunk, pin
 from clipvip.embedjob.inputs import Sample
 
 SHM_DIR = "/dev/shm"
@@ -53,8 +53,7 @@ def _worker_init(shm_name: str, shape: tuple[int, ...], cpus: tuple[int, ...] | 
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     torch.set_num_threads(1)  # a decoder uses one core; torch's pool would spread its few ops over all
-    if cpus:
-        os.sched_setaffinity(0, cpus)
+    pin(cpus)
     shm = SharedMemory(shm_name)
     _worker["shm"] = shm
     _worker["buffers"] = np.ndarray(shape, np.uint8, buffer=shm.buf)
@@ -69,7 +68,7 @@ def _decode_into(samples: list[Sample], settings: dict[str, Any], timeout: float
             for i, c in enumerate(clips):
                 buf[i] = c
             return ChunkResult(None, len(clips), rows, failed, seconds)
-    return ChunkResult(np.stack(clips) if clips else None, len(clips), rows, failed, seconds)
+    return ChunkResult.stacked(clips, rows, failed, seconds)
 
 
 class _Borrowed:
@@ -206,7 +205,7 @@ class ProcessDecoders:
             rows += r.rows
             failed += r.failed
             seconds += r.seconds
-        return ChunkResult(np.stack(clips) if clips else None, len(clips), rows, failed, seconds)
+        return ChunkResult.stacked(clips, rows, failed, seconds)
 
     def release(self, t: _Ticket) -> None:
         """The consumer is done with the chunk: its buffer is free once no worker can still write into it."""

@@ -134,7 +134,7 @@ class EmbedJob:
 
             s = self.settings
             shape = (self.cfg.batch_size, s["num_frames"], 3, s["image_size"], s["image_size"])
-            slots = 2 * max(1, workers) + 3  # chunks ahead (workers + 1), one borrowed, abandoned ones finishing
+            slots = ProcessDecoders.min_slots(workers)
             need, room = slots * int(np.prod(shape)), shared_memory_room()
             if need <= room // 2:
                 return ProcessDecoders(workers, shape, slots, self.cfg.decode_cpus)
